@@ -226,6 +226,12 @@ class ServingFunctions:
         self.num_keypoints = int(model.num_keypoints)
         import tensorflow as tf
 
+        from keras_pose.models.fold import fold_batch_norms
+
+        # The graph runs the network with its batch norms folded into the convs: same outputs
+        # to float rounding, about 10% less latency (keras_pose/models/fold.py). It is a
+        # snapshot of the weights: build a new ServingFunctions after further training.
+        self.folded_model = fold_batch_norms(model)
         # One traced network (+ decoding) that every signature calls: the model is traced and
         # stored once, not once per signature.
         self._network = tf.function(
@@ -273,7 +279,7 @@ class ServingFunctions:
     # The graph pieces.
 
     def _final(self, images):
-        outputs = self.model(images, training=False)
+        outputs = self.folded_model(images, training=False)
         if isinstance(outputs, (list, tuple)):
             outputs = outputs[-1]
         return outputs
