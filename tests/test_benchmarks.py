@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_pose.benchmarks import infer, train
+from keras_pose.benchmarks import infer, memory, train
 from keras_pose.benchmarks.workers import Worker, WorkerError, alternate
 from keras_pose.models import build_model
 
@@ -190,6 +190,25 @@ def test_all_argv_parses_with_the_subcommand_parser(module):
         assert (True, "float32") in train.parse_configs(args.configs)
 
 
+def test_memory_runs_are_valid_shortened_pipelines(tmp_path):
+    from keras_pose.cli import DEFAULT_PIPELINE
+    from keras_pose.training.config import load_pipeline
+
+    parser = argparse.ArgumentParser()
+    memory.add_arguments(parser)
+    args = parser.parse_args(["--steps", "40", "--data-dir", str(tmp_path / "data")])
+    quick = load_pipeline(DEFAULT_PIPELINE, memory._overrides("quickstart", args, tmp_path))
+    main_job = load_pipeline(DEFAULT_PIPELINE)
+    # The quickstart run is the main job's pipeline, shortened and pointed at temporary folders.
+    assert quick.model == main_job.model and quick.data.crop_size == main_job.data.crop_size
+    assert quick.train.batch_size == main_job.train.batch_size == 16
+    assert quick.train.epochs * quick.train.steps_per_epoch == 40
+    assert quick.data.synthetic.directory == str(tmp_path / "data")
+    two = load_pipeline(DEFAULT_PIPELINE, memory._overrides("hourglass2", args, tmp_path))
+    assert two.model.options == {"num_stacks": 2, "num_features": 256, "depth": 4}
+    assert (two.model.input_size, two.data.crop_size, two.train.batch_size) == (256, 256, 8)
+
+
 def test_worker_protocol_alternates_and_reports(tmp_path):
     """A matmul worker (no model): warm-up, timed steps on request, final statistics."""
     spec = {"kind": "matmul", "size": 64, "repeats": 2}
@@ -248,3 +267,18 @@ def test_infer_benchmark_prints_its_table():
     assert len(rows) == 2  # batch 1 and batch 2
     if HAS_TORCH:
         assert "(baseline)" in out
+
+
+@pytest.mark.slow
+def test_memory_benchmark_reports_the_runs_peak(tmp_path):
+    result = _run_benchmark(["memory", "--runs", "quickstart", "--steps", "2",
+                             "--data-dir", str(tmp_path / "data"),
+                             "--set", "data.synthetic.num_train_images=24",
+                             "--set", "data.synthetic.num_val_images=6"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| quickstart "))
+    cells = [cell.strip() for cell in row.split("|")]
+    assert cells[3:6] == ["128", "16", "2"]
+    assert 200 < float(cells[6].replace(",", "")) < 16_000  # MiB; TensorFlow alone is ~500
+    assert "(made the data)" in cells[7]
+

@@ -92,6 +92,9 @@ def test_train_writes_everything_a_user_needs(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["val_pck_torso@0.2"] <= 1.0
     assert set(summary["per_keypoint_torso@0.2"]) >= {"nose", "left_ankle"}
+    # TensorFlow alone takes a few hundred MiB; a figure near 0 would be a unit mistake.
+    assert 200 < summary["peak_rss_mib"] < 16_000, summary["peak_rss_mib"]
+    assert f"peak memory {summary['peak_rss_mib']:,} MiB" in result.stdout
     assert (out / "model.keras").exists()
     assert (out / "pipeline.resolved.toml").read_text().count("[train]") == 1
     assert not (out / "backup").exists() or not any((out / "backup").iterdir())

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python tools/benchmark.py {pipeline,augment,train,infer,all} [options]``.
+"""Benchmarks: ``python tools/benchmark.py {pipeline,augment,train,infer,memory,all} [options]``.
 
 Each subcommand measures keras-pose and a baseline in the same run and prints medians and the
 ratio; see ``keras_pose/benchmarks/``.
@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("pipeline", "augment", "train", "infer")
+SUBCOMMANDS = ("pipeline", "augment", "train", "infer", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:

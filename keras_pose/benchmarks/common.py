@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from keras_pose.resources import peak_rss_mib  # noqa: F401  (re-exported for the benchmarks)
+
 
 def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; return seconds per call.
@@ -59,10 +61,3 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     text = "\n".join(out)
     print(text, flush=True)
     return text
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

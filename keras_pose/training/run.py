@@ -18,6 +18,7 @@ from keras_pose.data import dataset as reader
 from keras_pose.io import write_json_atomic, write_text_atomic
 from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models import build_model
+from keras_pose.resources import peak_rss_mib
 from keras_pose.training import callbacks as cbs
 from keras_pose.training.config import Pipeline, PipelineError, to_toml
 from keras_pose.training.schedules import PoseSchedule
@@ -350,12 +351,14 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         with contextlib.suppress(OSError):
             work_dir.parent.rmdir()  # "workers/", once the last worker has left it
         summary["wall_seconds"] = round(time.time() - started, 1)
+        summary["peak_rss_mib"] = round(peak_rss_mib())
         return summary
     if not best_path.exists():
         cbs.atomic_save_network(trainer.network, best_path)
     if pipeline.export.enabled:
         summary["export"] = str(_export(pipeline, trainer, output_dir))
     summary["wall_seconds"] = round(time.time() - started, 1)
+    summary["peak_rss_mib"] = round(peak_rss_mib())
     write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -380,7 +383,8 @@ def format_summary(summary: dict) -> str:
         "",
         f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
         f"{summary['wall_seconds']:.0f} s "
-        f"(training and validation {summary['train_seconds']:.0f} s).",
+        f"(training and validation {summary['train_seconds']:.0f} s); "
+        f"peak memory {summary['peak_rss_mib']:,} MiB.",
         f"  val PCK@0.2 torso : {_fmt(summary['val_pck_torso@0.2'])}   "
         f"PCK@0.05 bbox: {_fmt(summary['val_pck_bbox@0.05'])}   "
         f"({summary['val_persons']} held-out persons)"
