@@ -78,6 +78,7 @@ def test_every_network_same_outputs_folded(key):
     images = random_images(model)
     expected = as_list(model(images, training=False))
     before = [w.copy() for w in model.get_weights()]
+    pairs = foldable_pairs(model)
 
     folded = fold_batch_norms(model)
     got = as_list(folded(images, training=False))
@@ -86,10 +87,10 @@ def test_every_network_same_outputs_folded(key):
     for g, e in zip(got, expected):
         assert g.shape == e.shape
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(e).max()))
-    # The original is untouched (weights and graph), and folding it again gives the same pairs.
+    # The original is untouched (weights and graph): folding it again finds the same pairs.
     for w, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(w, b)
-    assert foldable_pairs(model) == foldable_pairs(model)
+    assert foldable_pairs(model) == pairs
     assert len(folded.layers) == len(model.layers)
 
 

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from keras_pose.benchmarks import common
+from keras_pose.resources import peak_rss_mib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,5 +214,5 @@ def run(args: argparse.Namespace) -> int:
     max_diff, mean_diff = _same_pixels_check(args, crops, matrices)
     print(f"same matrices, cv2.warpAffine vs gather sampler (interior, 0-255): "
           f"max |diff| {max_diff:.2f}, mean {mean_diff:.3f}")
-    print(f"peak RSS {common.peak_rss_mib():.0f} MiB")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
     return 0

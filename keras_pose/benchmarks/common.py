@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
-from keras_pose.resources import peak_rss_mib  # noqa: F401  (re-exported for the benchmarks)
 
 
 def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> list[float]:
@@ -38,8 +37,6 @@ def spread(times: Sequence[float]) -> str:
 
 
 def machine_description() -> str:
-    import os
-
     import tensorflow as tf
 
     cpu = platform.processor() or platform.machine()
@@ -61,3 +58,12 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     text = "\n".join(out)
     print(text, flush=True)
     return text
+
+
+def print_notes(notes: Sequence[str], load_before: tuple[float, ...]) -> None:
+    """Print a benchmark's closing notes, then the load average before and after its run."""
+    after = os.getloadavg()
+    notes = [*notes, f"load average before: {tuple(round(v, 2) for v in load_before)}, after: "
+                     f"{tuple(round(v, 2) for v in after)}"]
+    for note in notes:
+        print("  " + note, flush=True)

@@ -18,7 +18,6 @@ Example: ``python tools/benchmark.py infer --model stacked_hourglass --stacks 2`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -33,7 +32,8 @@ from keras_pose.benchmarks.train import (
     torch_threads,
     torch_version,
 )
-from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve
+from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve, worker_main
+from keras_pose.resources import peak_rss_mib
 
 MODULE = "keras_pose.benchmarks.infer"
 
@@ -103,7 +103,7 @@ def serve_saved_model(spec: dict) -> None:
     steps = {str(b): make_step(b) for b in spec["batches"]}
     meta = {"exporter": exporter, "forward_flops": flops, "params": params,
             "outputs": sorted(function.structured_outputs)}
-    serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": common.peak_rss_mib()})
+    serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
 def serve_keras_function(spec: dict) -> None:
@@ -120,7 +120,7 @@ def serve_keras_function(spec: dict) -> None:
 
     inputs = {b: tf.constant(_images(b, spec["input_size"])) for b in spec["batches"]}
     steps = {str(b): (lambda b=b: predict(inputs[b]).numpy()) for b in spec["batches"]}
-    serve(steps, spec["warmup"], {}, lambda: {"peak_rss_mib": common.peak_rss_mib()})
+    serve(steps, spec["warmup"], {}, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
 def serve_torch(spec: dict) -> None:
@@ -146,7 +146,7 @@ def serve_torch(spec: dict) -> None:
 
     steps = {str(b): make_step(b) for b in spec["batches"]}
     meta = {"threads": torch.get_num_threads(), "params": th.count_parameters(model)}
-    serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": common.peak_rss_mib()})
+    serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
 SERVERS = {"saved_model": serve_saved_model, "keras": serve_keras_function,
@@ -301,20 +301,13 @@ def _report(args, batches, configs, results, torch_note, load_before) -> int:
         notes.append(f"PyTorch: torch.get_num_threads() = {torch_threads_used[0]}")
     if torch_note:
         notes.append(torch_note)
-    notes.append(f"load average before: {tuple(round(v, 2) for v in load_before)}, after: "
-                 f"{tuple(round(v, 2) for v in os.getloadavg())}")
-    for note in notes:
-        print("  " + note, flush=True)
+    common.print_notes(notes, load_before)
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: ``python -m keras_pose.benchmarks.infer --serve JSON``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--serve", required=True, help="worker configuration (JSON)")
-    spec = json.loads(parser.parse_args(argv).serve)
-    SERVERS[spec["kind"]](spec)
-    return 0
+    return worker_main(SERVERS, argv)
 
 
 if __name__ == "__main__":

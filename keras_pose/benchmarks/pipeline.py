@@ -26,6 +26,7 @@ import numpy as np
 
 from keras_pose.benchmarks import common
 from keras_pose.data import coco as coco_lib
+from keras_pose.resources import peak_rss_mib
 
 GOAL_RATIO = 5.0
 
@@ -196,5 +197,5 @@ def run(args: argparse.Namespace) -> int:
           f"(vs Pool({args.loader_workers}): {reader_rate / pool_rate:.1f}x, "
           f"vs 1 process: {reader_rate / single_rate:.1f}x; "
           f"goal >= {GOAL_RATIO:.0f}x: {verdict}); medians of {args.repeats} timed calls, "
-          f"peak RSS {common.peak_rss_mib():,.0f} MiB", flush=True)
+          f"peak RSS {peak_rss_mib():,.0f} MiB", flush=True)
     return 0

@@ -24,13 +24,13 @@ Example: ``python tools/benchmark.py train --model stacked_hourglass --stacks 2 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
 from keras_pose.benchmarks import common
-from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve
+from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve, worker_main
+from keras_pose.resources import peak_rss_mib
 
 MODULE = "keras_pose.benchmarks.train"
 MODELS = ("stacked_hourglass", "residual_stacked_hourglass", "chained_prediction", "deeppose")
@@ -226,7 +226,7 @@ def serve_keras(spec: dict) -> None:
         prepare_times = common.time_call(lambda: prepare(batch).numpy(), 5, 2)
         return {"prepare_times": prepare_times, "last_loss": losses[-1],
                 "finite": bool(np.all(np.isfinite(losses))),
-                "peak_rss_mib": common.peak_rss_mib()}
+                "peak_rss_mib": peak_rss_mib()}
 
     network = trainer.network
     meta = {
@@ -270,7 +270,7 @@ def serve_torch(spec: dict) -> None:
 
     meta = {"params": th.count_parameters(model), "threads": torch.get_num_threads(),
             "version": torch.__version__}
-    serve(step, spec["warmup"], meta, lambda: {"peak_rss_mib": common.peak_rss_mib()})
+    serve(step, spec["warmup"], meta, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
 SERVERS = {"matmul": serve_matmul, "keras": serve_keras, "torch": serve_torch}
@@ -545,20 +545,13 @@ def _report(args, matmul, keras_results, layout_results, baseline, torch_final, 
                      "fed a ready float batch and targets (its data preparation is not timed)")
     if torch_note:
         notes.append(torch_note)
-    notes.append(f"load average before: {tuple(round(v, 2) for v in load_before)}, after: "
-                 f"{tuple(round(v, 2) for v in os.getloadavg())}")
-    for note in notes:
-        print("  " + note, flush=True)
+    common.print_notes(notes, load_before)
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: ``python -m keras_pose.benchmarks.train --serve JSON``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--serve", required=True, help="worker configuration (JSON)")
-    spec = json.loads(parser.parse_args(argv).serve)
-    SERVERS[spec["kind"]](spec)
-    return 0
+    return worker_main(SERVERS, argv)
 
 
 if __name__ == "__main__":

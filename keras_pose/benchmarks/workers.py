@@ -13,6 +13,7 @@ Protocol, one line each way: the worker prints ``READY <json>`` after warm-up; t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import selectors
@@ -55,6 +56,15 @@ def serve(step: Callable[[], object] | dict[str, Callable[[], object]], warmup: 
         elif command == "done":
             _send(RESULT + json.dumps(finish() if finish else {}))
             return
+
+
+def worker_main(servers: dict[str, Callable[[dict], None]], argv: list[str] | None = None) -> int:
+    """Worker process entry point (``python -m MODULE --serve JSON``): run the ``kind`` server."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve", required=True, help="worker configuration (JSON)")
+    spec = json.loads(parser.parse_args(argv).serve)
+    servers[spec["kind"]](spec)
+    return 0
 
 
 def _send(line: str) -> None:

@@ -32,10 +32,11 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
     ``BatchNormalization`` over its channels (called once) and nothing else reads the conv's
     output (no other layer, not a model output).
     """
+    nodes = _graph_nodes(model)
     calls: dict[int, int] = {}
     readers: dict[int, int] = {}
     producer: dict[int, object] = {}
-    for node in _graph_nodes(model):
+    for node in nodes:
         calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
         for tensor in node.input_tensors:
             readers[id(tensor)] = readers.get(id(tensor), 0) + 1
@@ -45,7 +46,7 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
         readers[id(tensor)] = readers.get(id(tensor), 0) + 1
 
     pairs = {}
-    for node in _graph_nodes(model):
+    for node in nodes:
         norm = node.operation
         if not isinstance(norm, layers.BatchNormalization) or calls[id(norm)] != 1:
             continue

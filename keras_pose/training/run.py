@@ -346,20 +346,19 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         "best_checkpoint": str(best_path),
         "evaluation": str(output_dir / "evaluation.json"),
     }
-    if not chief:
+    if chief:
+        if not best_path.exists():
+            cbs.atomic_save_network(trainer.network, best_path)
+        if pipeline.export.enabled:
+            summary["export"] = str(_export(pipeline, trainer, output_dir))
+    else:
         shutil.rmtree(work_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             work_dir.parent.rmdir()  # "workers/", once the last worker has left it
-        summary["wall_seconds"] = round(time.time() - started, 1)
-        summary["peak_rss_mib"] = round(peak_rss_mib())
-        return summary
-    if not best_path.exists():
-        cbs.atomic_save_network(trainer.network, best_path)
-    if pipeline.export.enabled:
-        summary["export"] = str(_export(pipeline, trainer, output_dir))
     summary["wall_seconds"] = round(time.time() - started, 1)
     summary["peak_rss_mib"] = round(peak_rss_mib())
-    write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if chief:
+        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
