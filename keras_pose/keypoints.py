@@ -124,7 +124,28 @@ MPII16 = KeypointSet(
     head=(8, 9),
 )
 
-KEYPOINT_SETS = {s.name: s for s in (COCO17, MPII16)}
+LSP14 = KeypointSet(
+    name="lsp14",
+    # The order of LSP's and LSPET's joints.mat; left and right are the person's own.
+    names=(
+        "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+        "right_wrist", "right_elbow", "right_shoulder",
+        "left_shoulder", "left_elbow", "left_wrist",
+        "neck", "head_top",
+    ),
+    flip_pairs=((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9)),
+    skeleton=(
+        (0, 1), (1, 2), (5, 4), (4, 3), (2, 3), (2, 8), (3, 9), (8, 9),
+        (8, 7), (7, 6), (9, 10), (10, 11), (12, 8), (12, 9), (12, 13),
+    ),
+    oks_sigmas=None,
+    # LSP's PCK convention: left shoulder to right hip.
+    torso=(9, 2),
+    # LSP has no head box; neck to head top is the head segment.
+    head=(12, 13),
+)
+
+KEYPOINT_SETS = {s.name: s for s in (COCO17, MPII16, LSP14)}
 
 
 def get_keypoint_set(name: str) -> KeypointSet:
