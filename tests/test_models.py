@@ -29,6 +29,9 @@ SMALL = {
     "hourglass_nj": ("stacked_hourglass", dict(
         num_keypoints=16, input_shape=(64, 64, 3), num_stacks=2, num_modules=2,
         num_features=16, depth=2, variant="nj")),
+    "hourglass_softmax": ("stacked_hourglass", dict(
+        num_keypoints=14, input_shape=(64, 64, 3), num_stacks=1, num_features=16, depth=2,
+        loss="softmax_cross_entropy")),
     "rsh": ("residual_stacked_hourglass", dict(
         num_keypoints=16, input_shape=(32, 32, 3), num_stacks=3, num_modules=1,
         num_features=16, depth=1)),
@@ -160,6 +163,18 @@ def test_deeppose_crop_positions_pass_no_gradient():
         assert moved == weight.path.startswith("stage_2_"), weight.path
 
 
+def test_hourglass_loss_option_sets_the_output_spec_and_round_trips(tmp_path):
+    model = small_model("hourglass_softmax")
+    assert model.output_spec.loss == "softmax_cross_entropy"
+    path = tmp_path / "softmax.keras"
+    model.save(path)
+    assert keras.saving.load_model(path).output_spec.loss == "softmax_cross_entropy"
+    # The loss changes what the outputs mean, not the graph: same weights as the MSE network.
+    mse = build_model("stacked_hourglass", **{**SMALL["hourglass_softmax"][1], "loss": "mse"})
+    assert mse.output_spec.loss == "mse"
+    assert mse.count_params() == model.count_params()
+
+
 def test_residual_stacked_hourglass_highways_are_parameter_free():
     model = build_model("residual_stacked_hourglass", num_keypoints=16,
                         input_shape=(32, 32, 3), num_stacks=5, num_modules=1,
@@ -208,6 +223,7 @@ def test_outputs_are_float32_under_mixed_bfloat16(key, mixed_bfloat16):
     ("stacked_hourglass", {"num_stacks": 0}, "num_stacks must be an integer >= 1"),
     ("stacked_hourglass", {"input_shape": (100, 100, 3)}, "multiples of 64"),
     ("stacked_hourglass", {"variant": "poster"}, "variant must be one of"),
+    ("stacked_hourglass", {"loss": "l1"}, "loss must be one of"),
     ("chained_prediction", {"backbone": "resnet18"}, "backbone must be one of"),
     ("chained_prediction", {"loss": "l1"}, "loss must be one of"),
     ("deeppose", {"input_shape": (48, 48, 3)}, "too small"),
