@@ -97,6 +97,25 @@ def test_chained_prediction_counts(backbone, expected, poster):
     assert (spec.kind, spec.stride, spec.loss) == ("heatmaps", 8, "softmax_cross_entropy")
 
 
+def test_chained_prediction_resnet50_pipeline_is_the_poster_configuration():
+    """pipelines/chained_prediction_resnet50_coco.toml builds the poster's ResNet-50 chain."""
+    import pathlib
+
+    from keras_pose.keypoints import get_keypoint_set
+    from keras_pose.training.config import load_pipeline
+
+    path = pathlib.Path(__file__).parents[1] / "pipelines" / "chained_prediction_resnet50_coco.toml"
+    pipeline = load_pipeline(path)
+    j = get_keypoint_set(pipeline.data.keypoint_set).num_keypoints
+    size = pipeline.model.input_size
+    model = build_model(pipeline.model.name, num_keypoints=j, input_shape=(size, size, 3),
+                        **pipeline.model.options)
+    chain = j * 117_249 + (j - 1) * 4_288 + j * (j - 1) // 2 * 8_704
+    assert trainable(model) == 25_557_032 - 2_049_000 + 2048 * 64 + 64 + chain == 26_884_753
+    assert model.output_spec.loss == "softmax_cross_entropy"
+    assert shapes(model) == {"heatmaps": (None, 32, 32, j)}
+
+
 @pytest.mark.parametrize("num_keypoints", [16, 17])
 def test_deeppose_alexnet_stage_count(num_keypoints):
     model = build_model("deeppose", num_keypoints=num_keypoints, num_stages=1)

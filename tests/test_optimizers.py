@@ -120,7 +120,7 @@ def test_option_survives_config_and_keras_file_round_trip(tmp_path):
 
 @pytest.mark.parametrize("name", ["stacked_hourglass_coco", "stacked_hourglass_poster_coco",
                                   "residual_stacked_hourglass_coco", "chained_prediction_coco",
-                                  "deeppose_coco"])
+                                  "chained_prediction_resnet50_coco", "deeppose_coco"])
 def test_reference_pipelines_use_the_torch_rule(name):
     path = PIPELINES / f"{name}.toml"
     pipeline = load_pipeline(path)
