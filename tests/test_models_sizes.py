@@ -1,4 +1,4 @@
-"""Full-size networks: trainable parameter counts of docs/design/models.md, output names/shapes.
+"""Full-size networks: trainable parameter counts of docs/models.md, output names/shapes.
 
 Only graphs are built here (no forward passes); each test takes a few seconds.
 """
@@ -25,7 +25,7 @@ def shapes(model) -> dict:
 
 
 def residual(c_in: int, c_out: int) -> int:
-    """Hand count of one pre-activation bottleneck residual (models.md section 3)."""
+    """Hand count of one pre-activation bottleneck residual (docs/models.md section 3)."""
     m = c_out // 2
     count = 2 * c_in + (c_in * m + m) + 2 * m + (9 * m * m + m) + 2 * m + (m * c_out + c_out)
     return count + (c_in * c_out + c_out if c_in != c_out else 0)
