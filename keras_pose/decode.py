@@ -115,6 +115,20 @@ def _log_parabola_offset(before, peak, after):
     return ops.where(is_peak, ops.clip(offset, -0.5, 0.5), 0.0)
 
 
+def spatial_softmax(logits) -> Any:
+    """Softmax over the h*w positions of each channel: ``[B, h, w, K]`` logits -> probabilities.
+
+    Each channel sums to 1; the argmax is the logits' argmax, and the log of a ratio of two
+    positions is the difference of their logits, so the ``"gaussian"`` refinement (a parabola
+    through log values) reads the logits' own curvature.
+    """
+    height, width = logits.shape[1], logits.shape[2]
+    logits = ops.cast(logits, "float32")
+    batch, channels = ops.shape(logits)[0], ops.shape(logits)[3]
+    flat = ops.reshape(logits, (batch, height * width, channels))
+    return ops.reshape(ops.softmax(flat, axis=1), (batch, height, width, channels))
+
+
 def decode_outputs(output, output_spec, input_size, refine: str = "quarter") -> tuple[Any, Any]:
     """Any model's output -> keypoints in input pixels and scores, read from its OutputSpec.
 
@@ -126,10 +140,13 @@ def decode_outputs(output, output_spec, input_size, refine: str = "quarter") -> 
         refine: heatmap sub-pixel refinement (see :func:`decode_heatmaps`).
 
     Returns:
-        ``(coords, scores)``: float32 ``[B, K, 2]`` in input pixels and ``[B, K]`` (peak values
-        for heatmaps, 1 for coordinate models).
+        ``(coords, scores)``: float32 ``[B, K, 2]`` in input pixels and ``[B, K]``: the peak
+        value of MSE-trained heatmaps; for heatmaps trained with the spatial-softmax loss
+        (``output_spec.loss == "softmax_cross_entropy"``, whose outputs are logits) the
+        probability at the peak of the softmax over the map, in [0, 1]; 1 for coordinate
+        models.
     """
-    from keras_pose.models.base import COORDINATES, HEATMAPS
+    from keras_pose.models.base import COORDINATES, HEATMAPS, SOFTMAX_CROSS_ENTROPY
 
     output = _last(output)
     height, width = size_pair(input_size)
@@ -144,6 +161,8 @@ def decode_outputs(output, output_spec, input_size, refine: str = "quarter") -> 
                 f"Heatmaps of size {(hm_h, hm_w)} with stride {stride} do not match the input "
                 f"size {(height, width)}"
             )
+        if output_spec.loss == SOFTMAX_CROSS_ENTROPY:
+            output = spatial_softmax(output)
         coords, scores = decode_heatmaps(output, refine)
         return coords * float(stride), scores
     if output_spec.kind == COORDINATES:

@@ -45,7 +45,7 @@ def _randomize_batch_norm(model, seed: int = 0) -> None:
 def test_torch_port_has_newells_parameter_counts():
     from keras_pose.benchmarks import torch_hourglass as th
 
-    # models.md section 3: 352,640 + N * 3,073,808 + (N - 1) * 70,144 at 16 keypoints.
+    # docs/models.md section 3: 352,640 + N * 3,073,808 + (N - 1) * 70,144 at 16 keypoints.
     for stacks in (1, 2, 4):
         expected = 352_640 + stacks * 3_073_808 + (stacks - 1) * 70_144
         assert th.count_parameters(th.StackedHourglass(16, stacks)) == expected

@@ -29,7 +29,7 @@ def test_shipped_pipelines_include_the_required_recipes():
     names = {p.stem for p in PIPELINES}
     assert {"quickstart", "stacked_hourglass_coco", "stacked_hourglass_poster_coco",
             "residual_stacked_hourglass_coco", "chained_prediction_coco",
-            "deeppose_coco"} <= names
+            "chained_prediction_resnet50_coco", "deeppose_coco"} <= names
 
 
 def test_unknown_key_names_key_file_and_valid_keys(tmp_path):

@@ -101,6 +101,31 @@ def test_decode_outputs_for_both_kinds():
         decode.decode_outputs(heatmaps, OutputSpec(HEATMAPS, 2, "mse", ("s",)), 256)
 
 
+def test_softmax_logits_decode_to_peak_probabilities():
+    """Spatial-softmax models output logits: scores are softmax probabilities at the peak, the
+    positions are the logits' own, and a constant shift of the logits changes neither."""
+    spec = OutputSpec(HEATMAPS, 8, "softmax_cross_entropy", ("heatmaps",))
+    points = np.array([[[10.3, 20.6], [5.5, 25.2], [16.0, 16.0]]], np.float32)
+    yy, xx = np.mgrid[0:32, 0:32] + 0.5
+    # log of a Gaussian of sigma 1.5 (x) plus a flat floor, in logit units; map 3 is flat.
+    logits = np.stack([-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2) * scale
+                       for (x, y), scale in zip(points[0], (1.0, 1.0, 0.0))], -1)[None]
+    logits = logits.astype(np.float32) + 7.0
+    coords, scores = decode.decode_outputs(logits, spec, 256, refine="gaussian")
+    flat = logits[0].reshape(-1, 3).astype(np.float64)
+    expected = (np.exp(flat - flat.max(0)) / np.exp(flat - flat.max(0)).sum(0)).max(0)
+    np.testing.assert_allclose(scores[0], expected, rtol=1e-5)
+    assert np.all(np.asarray(scores) <= 1.0) and float(scores[0, 0]) > 0.05
+    np.testing.assert_allclose(scores[0, 2], 1 / 1024, rtol=1e-5)  # flat map: uniform
+    np.testing.assert_allclose(np.asarray(coords)[0, :2], points[0, :2] * 8, atol=0.08)
+    shifted, shifted_scores = decode.decode_outputs(logits - 30.0, spec, 256, refine="gaussian")
+    np.testing.assert_allclose(shifted, coords, atol=1e-3)
+    np.testing.assert_allclose(shifted_scores, scores, rtol=1e-4)
+    # The same array read as MSE heatmaps keeps the raw peak values.
+    _, raw = decode.decode_outputs(logits, OutputSpec(HEATMAPS, 8, "mse", ("s",)), 256)
+    np.testing.assert_allclose(raw[0], flat.max(0), rtol=1e-6)
+
+
 def test_flip_heatmaps_matches_image_flip():
     """Flipped heatmaps equal heatmaps rendered from the flipped (augmented) keypoints."""
     rng = np.random.default_rng(3)

@@ -410,3 +410,38 @@ def test_export_cli_exports_a_real_network(run_dir, tmp_path, capsys):
     assert tool.main(["--model", str(tmp_path / "missing.keras"), "--name", "x",
                       "--base", str(base)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_softmax_model_exports_peak_probabilities(tmp_path):
+    """A Chained Prediction network trained with the spatial-softmax loss outputs logits; the
+    exported ``scores`` are the softmax probabilities at the peaks, in [0, 1], not the logits."""
+    from keras_pose.models import build_model
+    from keras_pose.models.base import SOFTMAX_CROSS_ENTROPY
+
+    model = build_model("chained_prediction", num_keypoints=3, input_shape=(64, 64, 3),
+                        hidden_features=8)
+    assert model.output_spec.loss == SOFTMAX_CROSS_ENTROPY
+    # Shift every logit map up by 5: the softmax (and the chain, which reads softmax maps)
+    # does not change, raw logits would now read as "scores" far above 1.
+    for step in range(1, 4):
+        layer = model.get_layer(f"step_{step:02d}_deception_out")
+        layer.bias.assign(layer.bias.numpy() + 5.0)
+    version = export.export_saved_model(model, name="chained", base=tmp_path,
+                                        update_config=False)
+    predictor = export.load_predictor(version)
+    image = _image(120, 100, seed=9)
+    box = np.array([20.0, 25.0, 50.0, 60.0], np.float32)
+    out = predictor.predict(image, box)
+
+    crop, (x0, y0, side) = reference_crop(image, box, 1.25, 64, 64)
+    logits = np.asarray(model(crop[None], training=False), np.float64)[0]  # [8, 8, 3]
+    flat = logits.reshape(-1, 3)
+    probabilities = np.exp(flat - flat.max(0)) / np.exp(flat - flat.max(0)).sum(0)
+    assert flat.max(0).min() > 1.0  # raw logits are no probabilities
+    scores = out["scores"][0]
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+    np.testing.assert_allclose(scores, probabilities.max(0), rtol=1e-4)
+    # The keypoints are the logits' peaks (argmax is the same), mapped back to the image.
+    peak = flat.argmax(0)
+    centre = np.stack([peak % 8 + 0.5, peak // 8 + 0.5], axis=-1) * 8 * side / 64 + [x0, y0]
+    np.testing.assert_allclose(out["keypoints"][0], centre, atol=0.25 * 8 * side / 64 + 1e-3)

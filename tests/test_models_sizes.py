@@ -1,4 +1,4 @@
-"""Full-size networks: trainable parameter counts of docs/design/models.md, output names/shapes.
+"""Full-size networks: trainable parameter counts of docs/models.md, output names/shapes.
 
 Only graphs are built here (no forward passes); each test takes a few seconds.
 """
@@ -25,7 +25,7 @@ def shapes(model) -> dict:
 
 
 def residual(c_in: int, c_out: int) -> int:
-    """Hand count of one pre-activation bottleneck residual (models.md section 3)."""
+    """Hand count of one pre-activation bottleneck residual (docs/models.md section 3)."""
     m = c_out // 2
     count = 2 * c_in + (c_in * m + m) + 2 * m + (9 * m * m + m) + 2 * m + (m * c_out + c_out)
     return count + (c_in * c_out + c_out if c_in != c_out else 0)
@@ -95,6 +95,25 @@ def test_chained_prediction_counts(backbone, expected, poster):
     assert shapes(model) == {"heatmaps": (None, 32, 32, 16)}
     spec = model.output_spec
     assert (spec.kind, spec.stride, spec.loss) == ("heatmaps", 8, "softmax_cross_entropy")
+
+
+def test_chained_prediction_resnet50_pipeline_is_the_poster_configuration():
+    """pipelines/chained_prediction_resnet50_coco.toml builds the poster's ResNet-50 chain."""
+    import pathlib
+
+    from keras_pose.keypoints import get_keypoint_set
+    from keras_pose.training.config import load_pipeline
+
+    path = pathlib.Path(__file__).parents[1] / "pipelines" / "chained_prediction_resnet50_coco.toml"
+    pipeline = load_pipeline(path)
+    j = get_keypoint_set(pipeline.data.keypoint_set).num_keypoints
+    size = pipeline.model.input_size
+    model = build_model(pipeline.model.name, num_keypoints=j, input_shape=(size, size, 3),
+                        **pipeline.model.options)
+    chain = j * 117_249 + (j - 1) * 4_288 + j * (j - 1) // 2 * 8_704
+    assert trainable(model) == 25_557_032 - 2_049_000 + 2048 * 64 + 64 + chain == 26_884_753
+    assert model.output_spec.loss == "softmax_cross_entropy"
+    assert shapes(model) == {"heatmaps": (None, 32, 32, j)}
 
 
 @pytest.mark.parametrize("num_keypoints", [16, 17])

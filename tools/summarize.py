@@ -7,7 +7,7 @@ operations of the graph's convolutions, transposed convolutions and matrix produ
 residual adds, pooling, DeepPose's patch-crop gathers) is not included.
 
 Usage:
-    python tools/summarize.py                  # the configurations of docs/design/models.md
+    python tools/summarize.py                  # the configurations of docs/models.md
     python tools/summarize.py --only deeppose  # configurations whose model name contains this
     python tools/summarize.py --num-keypoints 17
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_pose.models import build_model  # noqa: E402
 
-# (model name, configuration label, build options, spec figure to compare with)
+# (model name, configuration label, build options, reference figure to compare with: docs/models.md)
 CONFIGURATIONS = [
     ("stacked_hourglass", "2 stacks (Newell)", {"num_stacks": 2}, "6,570,400 (J=16)"),
     ("stacked_hourglass", "4 stacks (Newell)", {"num_stacks": 4}, "12,858,304 (J=16)"),
@@ -39,7 +39,7 @@ CONFIGURATIONS = [
     ("stacked_hourglass", "quickstart: 1 stack, 64 feats, depth 3, 128 px",
      {"num_stacks": 1, "num_features": 64, "depth": 3, "input_shape": (128, 128, 3),
       "num_keypoints": 17},
-     "~192,721 (J=17)"),
+     "180,465 (J=17, docs/quickstart.md)"),
     ("residual_stacked_hourglass", "5 stacks x 2 modules, highways", {}, "31.1M (31,089,238)"),
     ("chained_prediction", "resnet34", {"backbone": "resnet34"}, "24.4M (24,447,888)"),
     ("chained_prediction", "resnet50 (1x1 2048->64)", {"backbone": "resnet50"},
@@ -54,7 +54,7 @@ _CONV_DENSE_OPS = ("Conv2D", "Conv2DBackpropInput", "MatMul", "BatchMatMul", "Ba
 
 
 def trainable_parameters(model) -> int:
-    """Trainable parameters (BN moving statistics excluded), as the spec counts them."""
+    """Trainable parameters (BN moving statistics excluded), as docs/models.md counts them."""
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
@@ -106,7 +106,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-keypoints", type=int, default=16,
-                        help="keypoints K (the spec's counts are for MPII's 16; COCO has 17)")
+                        help="keypoints K (docs/models.md counts for MPII's 16; COCO has 17)")
     parser.add_argument("--only", default=None,
                         help="only configurations whose model name contains this string")
     args = parser.parse_args(argv)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"K = {args.num_keypoints} keypoints unless the configuration says. GFLOPs per image "
           "= 2 x multiply-adds of conv/dense layers, counted by tf.compat.v1.profiler on the "
           "traced graph (batch 1, inference).")
-    print_table(["model", "configuration", "trainable params", "spec", "kind/loss", "outputs",
+    print_table(["model", "configuration", "trainable params", "reference", "kind/loss", "outputs",
                  "GFLOPs"], rows)
     return 0
 

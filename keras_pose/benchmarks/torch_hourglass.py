@@ -18,7 +18,7 @@ The model rescales [0, 255] images to [-1, 1] itself, like the Keras model. Its 
 convolution pads like Keras ``padding="same"`` (2 before, 3 after on even sizes) so Keras
 weights copied with :func:`copy_keras_weights` give the same outputs; everything else pads
 symmetrically in both frameworks. 6,570,400 trainable parameters for 2 stacks at 16 keypoints
-(``models.md`` section 3).
+(``docs/models.md`` section 3).
 
 This module imports ``torch``: it is only imported when torch is installed (extra ``bench``).
 """

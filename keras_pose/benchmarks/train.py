@@ -289,7 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=256,
                         help="side of the stored crops the step warps from (256 or 320)")
     parser.add_argument("--keypoint-set", default="mpii16", choices=("mpii16", "coco17"),
-                        help="mpii16 (16 keypoints) matches the parameter counts of models.md")
+                        help="mpii16 (16 keypoints) matches the parameter counts of docs/models.md")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help="keras-pose configurations JIT:PRECISION, comma-separated, JIT in "
                              f"on/off, PRECISION in {PRECISIONS} (default {DEFAULT_CONFIGS})")

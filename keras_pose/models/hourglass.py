@@ -4,7 +4,7 @@ References:
     Newell, Yang, Deng. "Stacked Hourglass Networks for Human Pose Estimation", ECCV 2016,
     arXiv:1603.06937 (official Torch code: github.com/anewell/pose-hg-train).
     Yoo, Peng, Aggarwal. "Residual Stacked Hourglass Networks for Human Pose Estimation",
-    JHU 601.482 project poster, 2019 (see docs/design/models.md section 4).
+    JHU 601.482 project poster, 2019 (see docs/models.md section 4).
 """
 
 from __future__ import annotations

@@ -87,13 +87,20 @@ class LossSection:
 
 @dataclasses.dataclass
 class OptimizerSection:
-    """``[optimizer]``: RMSprop 2.5e-4 as in the hourglass code and the poster."""
+    """``[optimizer]``: RMSprop 2.5e-4 as in the hourglass code and the poster.
+
+    ``epsilon_outside_sqrt`` (RMSprop only): divide by ``sqrt(v) + epsilon`` as Torch7 and
+    PyTorch do, instead of Keras's ``sqrt(v + epsilon)``; off = Keras's built-in rule. The
+    reference pipelines turn it on (``keras_pose.training.optimizers``). Adam needs no such
+    option (Keras's Adam already adds epsilon outside the root) and SGD has no epsilon.
+    """
 
     name: str = "rmsprop"
     learning_rate: float = 2.5e-4
     rho: float = 0.99
     momentum: float = 0.0
     epsilon: float = 1e-8
+    epsilon_outside_sqrt: bool = False
     weight_decay: float = 0.0
     clipnorm: float = 0.0
 

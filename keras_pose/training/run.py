@@ -146,8 +146,10 @@ def make_optimizer(pipeline: Pipeline) -> keras.optimizers.Optimizer:
     if opt.weight_decay:
         common["weight_decay"] = opt.weight_decay
     if opt.name == "rmsprop":
-        return keras.optimizers.RMSprop(rho=opt.rho, momentum=opt.momentum,
-                                        epsilon=opt.epsilon, **common)
+        from keras_pose.training.optimizers import RMSprop
+
+        return RMSprop(rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon,
+                       epsilon_outside_sqrt=opt.epsilon_outside_sqrt, **common)
     if opt.name == "adam":
         return keras.optimizers.Adam(epsilon=opt.epsilon, **common)
     return keras.optimizers.SGD(momentum=opt.momentum, **common)
