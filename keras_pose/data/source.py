@@ -201,9 +201,10 @@ def person_annotation(ann_id: int, image_id: int, points: np.ndarray, bbox: list
                       head_size: float = 0.0, category_id: int = 1) -> dict:
     """One COCO annotation dict from ``[K, 3]`` continuous keypoints (unlabeled ones zeroed)."""
     points = np.where(points[:, 2:3] > 0, points, 0.0)
+    flat = [value for x, y, v in points for value in (float(x), float(y), int(v))]
     return {
         "id": int(ann_id), "image_id": int(image_id), "category_id": category_id,
-        "iscrowd": 0, "keypoints": [float(v) for v in points.ravel()],
+        "iscrowd": 0, "keypoints": flat,
         "num_keypoints": int((points[:, 2] > 0).sum()),
         "bbox": [float(v) for v in bbox], "area": float(bbox[2] * bbox[3]),
         "head_size": float(head_size),
