@@ -97,7 +97,7 @@ def _check_values(joints: np.ndarray, layout: str, path: str, names: str) -> Non
         i, k = (int(v) for v in np.argwhere(bad)[0])
         raise AnnotationFormatError(
             f"{path}: joint {k} ({kp_lib.LSP14.names[k]}) of image {names.format(i + 1)} has "
-            f"flag {flags[i, k]!r}; the third entry must be 0 or 1"
+            f"flag {float(flags[i, k])}; the third entry must be 0 or 1"
         )
     labeled = _labeled(flags, layout)
     bad = labeled & ~np.all(np.isfinite(joints[:, :, :2]), axis=-1)
@@ -220,7 +220,7 @@ def load_lsp(joints: str | os.PathLike, images: str | os.PathLike,
         images_dir=os.fspath(images), keypoint_set=kp_lib.LSP14, boxes_may_leave_image=True,
         head_size_source="keypoints",
         details={
-            "image_range": list(span) if span else [1, len(points)],
+            "image_range": list(span) if span else None,
             "num_images_in_file": len(points),
             "layout": layout,
             "array_shape": list(loaded.shape),

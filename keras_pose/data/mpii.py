@@ -218,7 +218,7 @@ def load_mpii(annotations: str | os.PathLike, images: str | os.PathLike,
     entries, sha256 = read_annotations(path)
     indices = source_lib.range_indices(span, len(entries), path, "person entries")
     points = np.stack([entry_points(e) for e in entries]) if entries else np.zeros((0, K, 3))
-    details: dict = {"image_range": list(span) if span else [1, len(entries)],
+    details: dict = {"image_range": list(span) if span else None,
                      "num_persons_in_file": len(entries),
                      "box": "square of side 200 * scale centred 15 * scale below 'center'"}
     if head_boxes is not None:
