@@ -11,6 +11,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("KERAS_POSE_SHARED", REPO.parent / "shared"))
 COCO_SAMPLE = SHARED / "data" / "coco_sample"
 MPII_SAMPLE = SHARED / "data" / "mpii_sample"
+LSPET = SHARED / "data" / "lspet"
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,15 @@ def coco_sample() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def mpii_sample() -> pathlib.Path:
+    """5 real MPII images and their entries in the common JSON layout, or a skip saying why."""
     if not (MPII_SAMPLE / "annotations.json").exists():
         pytest.skip(f"MPII sample data not found at {MPII_SAMPLE} (../shared is absent)")
     return MPII_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def lspet_data() -> pathlib.Path:
+    """The LSPET joints.mat and its 9,500 images, or a skip saying why."""
+    if not (LSPET / "joints.mat").exists():
+        pytest.skip(f"LSPET data not found at {LSPET} (../shared is absent)")
+    return LSPET

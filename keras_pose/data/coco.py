@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from keras_pose import keypoints as kp_lib
+from keras_pose.data.source import AnnotationFormatError
 
 # Skip reasons, as counted in the manifest. The first two are ordinary filters; the others
 # are bad input (reported with a message, fatal under ``strict``).
@@ -38,7 +39,7 @@ BAD_INPUT_REASONS = (
 )
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(AnnotationFormatError):
     """The annotation file is not valid JSON or not a COCO keypoint annotation file."""
 
 
@@ -194,13 +195,16 @@ def _finite_numbers(values: Any, length: int) -> np.ndarray | None:
     return np.asarray(values, np.float64)
 
 
-def check_annotation(ann: dict, num_keypoints: int, min_keypoints: int) -> dict:
+def check_annotation(ann: dict, num_keypoints: int, min_keypoints: int,
+                     allow_outside: bool = False) -> dict:
     """Check one person annotation and return its numeric fields.
 
     Args:
         ann: a COCO annotation dict (already known to be non-crowd of the keypoint category).
         num_keypoints: K of the keypoint set.
         min_keypoints: the fewest labeled keypoints (v > 0) a person needs.
+        allow_outside: accept a bbox corner or labeled keypoints at negative coordinates
+            (sources whose boxes are derived, see ``PersonSource.boxes_may_leave_image``).
 
     Returns:
         dict with ``bbox`` float64 [4], ``keypoints`` float64 [K, 3] (x, y, v), ``area``.
@@ -215,7 +219,7 @@ def check_annotation(ann: dict, num_keypoints: int, min_keypoints: int) -> dict:
             "bad_bbox", f"{name}: bbox must be 4 finite numbers x, y, w, h, "
             f"found {_describe(ann.get('bbox'))}"
         )
-    if bbox[0] < 0 or bbox[1] < 0:
+    if not allow_outside and (bbox[0] < 0 or bbox[1] < 0):
         raise SkipAnnotation("bad_bbox", f"{name}: bbox has a negative corner {bbox.tolist()}")
     if bbox[2] <= 0 or bbox[3] <= 0:
         raise SkipAnnotation("bad_bbox", f"{name}: bbox has zero size {bbox.tolist()}")
@@ -238,7 +242,7 @@ def check_annotation(ann: dict, num_keypoints: int, min_keypoints: int) -> dict:
             f"{name}: keypoint visibility must be 0, 1 or 2, found {visibility.tolist()}",
         )
     labeled = visibility > 0
-    if np.any(points[labeled, :2] < 0):
+    if not allow_outside and np.any(points[labeled, :2] < 0):
         bad = int(np.argwhere(labeled & np.any(points[:, :2] < 0, axis=1))[0][0])
         raise SkipAnnotation(
             "bad_keypoints", f"{name}: keypoint {bad} has a negative coordinate "
@@ -385,9 +389,13 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 
 def image_task(
     info: dict, anns: list[dict], images_dir: str, crop_size: int, margin: float,
-    jpeg_quality: int,
+    jpeg_quality: int, allow_outside: bool = False,
 ) -> dict:
-    """The picklable unit of work for one image: its file and its checked annotations."""
+    """The picklable unit of work for one image: its file and its checked annotations.
+
+    ``allow_outside`` keeps persons with labeled keypoints past the image's right or bottom
+    edge (see ``PersonSource.boxes_may_leave_image``).
+    """
     return {
         "path": os.path.join(images_dir, str(info["file_name"])),
         "image_id": info["id"],
@@ -398,6 +406,7 @@ def image_task(
         "crop_size": crop_size,
         "margin": margin,
         "jpeg_quality": jpeg_quality,
+        "allow_outside": allow_outside,
     }
 
 
@@ -405,8 +414,8 @@ def process_image(task: dict) -> dict:
     """Read one image and make a record per checked annotation (the converter's worker).
 
     Args:
-        task: from :func:`image_task`; ``anns`` holds dicts with ``id`` and the output of
-            :func:`check_annotation`.
+        task: from :func:`image_task`; ``anns`` holds dicts with ``id``, optionally
+            ``head_size``, and the output of :func:`check_annotation`.
 
     Returns:
         dict with ``records`` (list of dicts with the ``PersonRecord`` fields) and ``skipped``
@@ -450,7 +459,7 @@ def process_image(task: dict) -> dict:
             continue
         labeled = points[:, 2] > 0
         outside = labeled & ((points[:, 0] > width) | (points[:, 1] > height))
-        if np.any(outside):
+        if np.any(outside) and not task.get("allow_outside", False):
             k = int(np.argmax(outside))
             skipped.append((
                 "bad_keypoints",
@@ -482,6 +491,7 @@ def process_image(task: dict) -> dict:
             "bbox": bbox.astype(np.float32),
             "area": ann["area"],
             "annotation_id": ann["id"],
+            "head_size": float(ann.get("head_size", 0.0)),
         })
     return {"records": records, "skipped": skipped}
 

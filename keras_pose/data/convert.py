@@ -1,12 +1,21 @@
-"""COCO keypoint annotations + images -> TFRecord shards of person crops, and a manifest.
+"""Person-keypoint datasets + images -> TFRecord shards of person crops, and a manifest.
 
-Output of ``convert_coco(..., output=OUT, split=NAME, shards=N)``:
+One converter core, :func:`convert_source`, takes a dataset read into memory
+(``keras_pose.data.source.PersonSource``); :func:`convert_coco`, :func:`convert_lsp` and
+:func:`convert_mpii` are thin front ends that read COCO JSON, LSP/LSPET ``joints.mat`` or
+MPII JSON into one.
+
+Output of a conversion with ``output=OUT, split=NAME, shards=N``:
 
 * ``OUT/NAME-00000-of-0000N.tfrecord`` ... : one ``tf.train.Example`` per person (schema in
   ``keras_pose.data.tfrecord``), record ``r`` in shard ``r % N``, images in a seeded shuffled
   order so every shard mixes the whole set.
 * ``OUT/NAME.manifest.json``: record and skip counts (with reasons), keypoint set, crop size,
-  margin, source annotation file and its SHA-256, images directory, shard names.
+  margin, source format, annotation file and its SHA-256, images directory, image range, what
+  ``head_size`` holds, the ground truth and its coordinate convention, shard names.
+* ``OUT/NAME.annotations.json`` (all formats but COCO, whose source file already is it): the
+  converted persons as COCO keypoint ground truth in the project's continuous coordinates,
+  with each image's decoded width and height, for evaluation and drawing tools.
 
 Nothing is half-written: shards are written under hidden temporary names and renamed with
 ``os.replace`` only once all of them are complete; the manifest is written last, so a split is
@@ -18,20 +27,27 @@ from __future__ import annotations
 
 import collections
 import datetime
+import inspect
 import multiprocessing
 import os
 import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from keras_pose.data import coco as coco_lib
+from keras_pose.data import lsp as lsp_lib
+from keras_pose.data import mpii as mpii_lib
+from keras_pose.data import source as source_lib
+from keras_pose.data.source import AnnotationFormatError, PersonSource
 from keras_pose.io import write_json_atomic
 
 MANIFEST_FORMAT = "keras_pose.person_tfrecord"
-MANIFEST_VERSION = 1
+# 2: ``source.format``, ``source.image_range``, ``head_size`` and ``ground_truth`` entries.
+MANIFEST_VERSION = 2
 # Records per shard when ``shards`` is not given: ~50-100 MB shards at 256 px, enough shards for
 # tf.distribute to split a COCO-sized set by file.
 AUTO_RECORDS_PER_SHARD = 2048
@@ -51,6 +67,11 @@ def manifest_name(split: str) -> str:
     return f"{split}.manifest.json"
 
 
+def ground_truth_name(split: str) -> str:
+    """``NAME.annotations.json``: the split's persons as COCO ground truth."""
+    return f"{split}.annotations.json"
+
+
 def _temp_name(final_name: str) -> str:
     # Hidden and with a suffix, so no shard glob (NAME-*.tfrecord) ever matches it.
     return f".{final_name}.tmp-{os.getpid()}"
@@ -59,8 +80,9 @@ def _temp_name(final_name: str) -> str:
 def _existing_split_files(output: str, split: str) -> list[str]:
     pattern = re.compile(re.escape(split) + r"-\d{5}-of-\d{5}\.tfrecord")
     names = [n for n in os.listdir(output) if pattern.fullmatch(n)]
-    if os.path.exists(os.path.join(output, manifest_name(split))):
-        names.append(manifest_name(split))
+    for name in (manifest_name(split), ground_truth_name(split)):
+        if os.path.exists(os.path.join(output, name)):
+            names.append(name)
     return sorted(names)
 
 
@@ -113,39 +135,50 @@ def _validate_args(crop_size, margin, min_keypoints, shards, workers, jpeg_quali
         )
 
 
+def _validate_split(split) -> None:
+    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_.]+", split) or (
+        split.startswith(".")
+    ):
+        raise ValueError(
+            f"split must be a name of letters, digits, '_' and '.', received split={split!r}"
+        )
+
+
 def _plan(
-    source: coco_lib.CocoKeypoints, images_dir: str, crop_size: int, margin: float,
-    min_keypoints: int, jpeg_quality: int, seed: int | None, skips: Counter, messages: list,
-    report,
+    source: PersonSource, crop_size: int, margin: float, min_keypoints: int,
+    jpeg_quality: int, seed: int | None, report,
 ) -> list[dict]:
     """Check every annotation (no image needed) and group the survivors into image tasks."""
-    coco = source.coco
+    images = source.images_by_id()
     num_keypoints = source.keypoint_set.num_keypoints
+    allow_outside = source.boxes_may_leave_image
     per_image: dict = {}
-    for ann in coco.dataset["annotations"]:
+    for ann in source.dataset["annotations"]:
         if ann["category_id"] != source.category_id:
             continue
         if ann.get("iscrowd", 0):
-            skips["iscrowd"] += 1
+            report("iscrowd", "", 1)
             continue
-        if ann["image_id"] not in coco.imgs:
+        if ann["image_id"] not in images:
             report("unknown_image", f"annotation {ann['id']}: image id {ann['image_id']} is "
                    "not in the file's 'images' list", 1)
             continue
         try:
-            checked = coco_lib.check_annotation(ann, num_keypoints, min_keypoints)
+            checked = coco_lib.check_annotation(ann, num_keypoints, min_keypoints,
+                                                allow_outside)
         except coco_lib.SkipAnnotation as e:
             report(e.reason, e.message, 1)
             continue
         checked["id"] = ann["id"]
+        checked["head_size"] = float(ann.get("head_size", 0.0))
         per_image.setdefault(ann["image_id"], []).append(checked)
     image_ids = sorted(per_image, key=lambda i: (str(type(i)), i))
     if seed is not None:
         order = np.random.default_rng(seed).permutation(len(image_ids))
         image_ids = [image_ids[i] for i in order]
     return [
-        coco_lib.image_task(coco.imgs[i], per_image[i], images_dir, crop_size, margin,
-                            jpeg_quality)
+        coco_lib.image_task(images[i], per_image[i], source.images_dir, crop_size, margin,
+                            jpeg_quality, allow_outside)
         for i in image_ids
     ]
 
@@ -188,9 +221,168 @@ def _results(tasks: list[dict], workers: int) -> Iterator[dict]:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def convert_coco(
-    annotations: str | os.PathLike,
-    images: str | os.PathLike,
+def _default_log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _prepare_output(output: str, split: str, overwrite: bool) -> None:
+    os.makedirs(output, exist_ok=True)
+    existing = _existing_split_files(output, split)
+    if existing and not overwrite:
+        raise ConversionError(
+            f"{output} already holds split {split!r} ({', '.join(existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}); pass overwrite=True (--overwrite) to "
+            "replace it"
+        )
+    _remove_stale_temp_files(output, split)
+
+
+def _reporter(strict: bool, skips: Counter, messages: list, log):
+    """The callback that counts a skip, logs bad input and raises on it under ``strict``."""
+
+    def report(reason: str, message: str, count: int) -> None:
+        if reason in coco_lib.FILTER_REASONS:
+            skips[reason] += count
+            return
+        if strict:
+            raise ConversionError(f"{message} [{reason}] (strict mode)")
+        skips[reason] += count
+        if len(messages) < MAX_LOGGED_MESSAGES:
+            messages.append(message)
+        log(f"skipped: {message}")
+
+    return report
+
+
+def _write_records(tasks: list[dict], workers: int, temps: list[str], split: str,
+                   progress: bool, report) -> list[dict]:
+    """Convert the images and write their records round-robin to the temporary shards.
+
+    Returns:
+        One dict per record written, in order: ``annotation_id``, ``image_id``,
+        ``image_height``, ``image_width`` (for the counts and the ground truth).
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from keras_pose.data import tfrecord
+
+    written: list[dict] = []
+    writers = []
+    try:
+        writers = [tf.io.TFRecordWriter(t) for t in temps]
+        bar = tqdm(total=len(tasks), unit="img", desc=f"{split}", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        with bar:
+            for result in _results(tasks, workers):
+                for reason, message, count in result["skipped"]:
+                    report(reason, message, count)
+                for fields in result["records"]:
+                    record = tfrecord.PersonRecord(**fields)
+                    writers[len(written) % len(writers)].write(tfrecord.serialize_person(record))
+                    written.append({key: fields[key] for key in (
+                        "annotation_id", "image_id", "image_height", "image_width")})
+                bar.update(1)
+                bar.set_postfix(records=len(written), refresh=False)
+    finally:
+        for writer in writers:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - closing after a failure; the cause propagates
+                pass
+    return written
+
+
+def _ground_truth(source: PersonSource, written: list[dict], split: str) -> dict:
+    """The converted persons as a COCO keypoint file (continuous coordinates)."""
+    annotations = {a["id"]: a for a in source.dataset["annotations"]}
+    images = source.images_by_id()
+    sizes = {w["image_id"]: (w["image_height"], w["image_width"]) for w in written}
+    return {
+        "info": {"description": f"{source.format} {split} split converted by keras-pose from "
+                                f"{os.path.basename(source.path)}",
+                 "coordinates": source_lib.CONTINUOUS_CONVENTION},
+        "images": [{**images[i], "height": int(h), "width": int(w)}
+                   for i, (h, w) in sorted(sizes.items())],
+        "annotations": sorted((annotations[w["annotation_id"]] for w in written),
+                              key=lambda a: a["id"]),
+        "categories": source.dataset["categories"],
+    }
+
+
+def _head_size_entry(source: PersonSource) -> dict:
+    keypoint_set = source.keypoint_set
+    if source.head_size_source == "head_boxes":
+        text = "0.6 x the diagonal of the annotated head box (the MPII PCKh size)"
+    elif source.head_size_source == "keypoints" and keypoint_set.head is not None:
+        a, b = (keypoint_set.names[i] for i in keypoint_set.head)
+        text = (f"stand-in: distance {a} to {b} (no head boxes); 0 where either is "
+                "unlabeled")
+    else:
+        text = "unknown: 0 in every record"
+    return {"source": source.head_size_source, "description": text, "units": "image pixels"}
+
+
+def _manifest(source: PersonSource, split: str, written: list[dict], counts: list[int],
+              finals: list[str], skips: Counter, messages: list[str], options: dict) -> dict:
+    if source.ground_truth:
+        ground_truth = {"path": ground_truth_name(split),
+                        "coordinates": source_lib.CONTINUOUS_CONVENTION}
+    else:
+        ground_truth = {"path": os.path.abspath(source.path),
+                        "coordinates": "the source file's own, read as continuous coordinates "
+                                       "as they are"}
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "split": split,
+        "num_records": len(written),
+        "num_images": len({w["image_id"] for w in written}),
+        "num_shards": len(finals),
+        "shards": [os.path.basename(f) for f in finals],
+        "records_per_shard": counts,
+        "skipped": {
+            "count": int(sum(skips.values())),
+            "reasons": {k: int(v) for k, v in sorted(skips.items())},
+            "messages": messages,
+        },
+        "keypoint_set": source.keypoint_set.name,
+        "num_keypoints": source.keypoint_set.num_keypoints,
+        "keypoint_names": list(source.keypoint_set.names),
+        **options,
+        "source": {
+            "format": source.format,
+            "annotations": os.path.abspath(source.path),
+            "sha256": source.sha256,
+            "images": os.path.abspath(source.images_dir),
+            "image_range": None,
+            **source.details,
+        },
+        "head_size": _head_size_entry(source),
+        "ground_truth": ground_truth,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _publish(output: str, split: str, temps: list[str], finals: list[str],
+             ground_truth: dict | None, manifest: dict) -> None:
+    # Old split files go first (manifest first of all: a manifest names a complete split),
+    # then the new shards and ground truth appear, then the new manifest.
+    for name in sorted(_existing_split_files(output, split), key=lambda n: "manifest" not in n):
+        path = os.path.join(output, name)
+        if path not in finals:
+            os.remove(path)
+    for temp, final in zip(temps, finals):
+        os.replace(temp, final)
+    if ground_truth is not None:
+        write_json_atomic(os.path.join(output, ground_truth_name(split)), ground_truth)
+    write_json_atomic(os.path.join(output, manifest_name(split)), manifest)
+
+
+def convert_source(
+    source: PersonSource,
     output: str | os.PathLike,
     split: str,
     shards: int | None = None,
@@ -205,7 +397,7 @@ def convert_coco(
     progress: bool = True,
     log=None,
 ) -> dict:
-    """Convert COCO keypoint annotations into TFRecord shards of person crops.
+    """Convert a dataset in memory into TFRecord shards of person crops (the converter core).
 
     One record per person of the keypoint category with ``iscrowd=0`` and at least
     ``min_keypoints`` labeled keypoints. Bad input (missing or undecodable image, size
@@ -213,8 +405,7 @@ def convert_coco(
     and counted as skipped, or raises with ``strict=True``.
 
     Args:
-        annotations: COCO ``person_keypoints_*.json``.
-        images: directory the annotation ``file_name``s are relative to.
+        source: the dataset (see ``keras_pose.data.source``).
         output: output directory (created if needed).
         split: split name, the shard and manifest prefix (``train``, ``val``).
         shards: number of shards; ``None`` = one per ~2048 candidate persons.
@@ -235,143 +426,183 @@ def convert_coco(
         The manifest dict (also written to ``output/split.manifest.json``).
 
     Raises:
-        ConversionError: invalid input file, existing output, bad input with ``strict``, or no
-            record produced.
+        ConversionError: missing images folder, existing output, bad input with ``strict``,
+            or no record produced.
     """
     _validate_args(crop_size, margin, min_keypoints, shards, workers, jpeg_quality)
-    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_.]+", split) or (
-        split.startswith(".")
-    ):
-        raise ValueError(
-            f"split must be a name of letters, digits, '_' and '.', received split={split!r}"
-        )
-    annotations, images, output = os.fspath(annotations), os.fspath(images), os.fspath(output)
-    if log is None:
-        def log(message):
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-    if not os.path.isdir(images):
-        raise ConversionError(f"images directory {images} does not exist")
-    try:
-        source = coco_lib.load_coco_keypoints(annotations)
-    except coco_lib.CocoFormatError as e:
-        raise ConversionError(str(e)) from None
-
-    os.makedirs(output, exist_ok=True)
-    existing = _existing_split_files(output, split)
-    if existing and not overwrite:
-        raise ConversionError(
-            f"{output} already holds split {split!r} ({', '.join(existing[:4])}"
-            f"{', ...' if len(existing) > 4 else ''}); pass overwrite=True (--overwrite) to "
-            "replace it"
-        )
-    _remove_stale_temp_files(output, split)
+    _validate_split(split)
+    output = os.fspath(output)
+    log = log or _default_log
+    if not os.path.isdir(source.images_dir):
+        raise ConversionError(f"images directory {source.images_dir} does not exist")
+    _prepare_output(output, split, overwrite)
 
     skips: Counter = Counter()
     messages: list[str] = []
-
-    def report(reason: str, message: str, count: int) -> None:
-        if reason in coco_lib.FILTER_REASONS:
-            skips[reason] += count
-            return
-        if strict:
-            raise ConversionError(f"{message} [{reason}] (strict mode)")
-        skips[reason] += count
-        if len(messages) < MAX_LOGGED_MESSAGES:
-            messages.append(message)
-        log(f"skipped: {message}")
-
-    tasks = _plan(source, images, crop_size, margin, min_keypoints, jpeg_quality, seed, skips,
-                  messages, report)
-    candidates = sum(len(t["anns"]) for t in tasks)
+    report = _reporter(strict, skips, messages, log)
+    tasks = _plan(source, crop_size, margin, min_keypoints, jpeg_quality, seed, report)
     if shards is None:
+        candidates = sum(len(t["anns"]) for t in tasks)
         shards = max(1, -(-candidates // AUTO_RECORDS_PER_SHARD))
     if workers is None:
         # Starting a spawned worker costs ~0.5-1 s: small sets are faster in-process.
         workers = min(os.cpu_count() or 1, max(1, len(tasks) // 100))
 
-    import tensorflow as tf
-    from tqdm import tqdm
-
-    from keras_pose.data import tfrecord
-
     finals = [os.path.join(output, shard_name(split, i, shards)) for i in range(shards)]
     temps = [os.path.join(output, _temp_name(os.path.basename(f))) for f in finals]
-    writers = []
-    counts = [0] * shards
-    num_records = 0
-    images_with_records = 0
     try:
-        writers = [tf.io.TFRecordWriter(t) for t in temps]
-        bar = tqdm(total=len(tasks), unit="img", desc=f"{split}", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        with bar:
-            for result in _results(tasks, workers):
-                for reason, message, count in result["skipped"]:
-                    report(reason, message, count)
-                for fields in result["records"]:
-                    shard = num_records % shards
-                    writers[shard].write(tfrecord.serialize_person(tfrecord.PersonRecord(**fields)))
-                    counts[shard] += 1
-                    num_records += 1
-                images_with_records += bool(result["records"])
-                bar.update(1)
-                bar.set_postfix(records=num_records, refresh=False)
-        for writer in writers:
-            writer.close()
-        if num_records == 0:
+        written = _write_records(tasks, workers, temps, split, progress, report)
+        if not written:
             raise ConversionError(
-                f"no person records from {annotations}: {sum(skips.values())} annotations "
+                f"no person records from {source.path}: {sum(skips.values())} annotations "
                 f"skipped ({dict(skips) or 'no person annotations of the keypoint category'})"
             )
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "split": split,
-            "num_records": num_records,
-            "num_images": images_with_records,
-            "num_shards": shards,
-            "shards": [os.path.basename(f) for f in finals],
-            "records_per_shard": counts,
-            "skipped": {
-                "count": int(sum(skips.values())),
-                "reasons": {k: int(v) for k, v in sorted(skips.items())},
-                "messages": messages,
-            },
-            "keypoint_set": source.keypoint_set.name,
-            "num_keypoints": source.keypoint_set.num_keypoints,
-            "keypoint_names": list(source.keypoint_set.names),
-            "crop_size": crop_size,
-            "margin": float(margin),
-            "min_keypoints": min_keypoints,
-            "jpeg_quality": jpeg_quality,
-            "seed": seed,
-            "source": {
-                "annotations": os.path.abspath(annotations),
-                "sha256": source.sha256,
-                "images": os.path.abspath(images),
-            },
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"
-            ),
-        }
-        # Old split files go first (manifest first of all: a manifest names a complete split),
-        # then the new shards appear, then the new manifest.
-        for name in sorted(_existing_split_files(output, split), key=lambda n: "manifest" not in n):
-            path = os.path.join(output, name)
-            if path not in finals:
-                os.remove(path)
-        for temp, final in zip(temps, finals):
-            os.replace(temp, final)
-        write_json_atomic(os.path.join(output, manifest_name(split)), manifest)
+        counts = [len(written[i::shards]) for i in range(shards)]
+        options = {"crop_size": crop_size, "margin": float(margin),
+                   "min_keypoints": min_keypoints, "jpeg_quality": jpeg_quality, "seed": seed}
+        manifest = _manifest(source, split, written, counts, finals, skips, messages, options)
+        ground_truth = _ground_truth(source, written, split) if source.ground_truth else None
+        _publish(output, split, temps, finals, ground_truth, manifest)
         return manifest
     finally:
-        for writer in writers:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - closing after a failure; the cause propagates
-                pass
         for temp in temps:
             if os.path.exists(temp):
                 os.remove(temp)
+
+
+def _front_end_checks(split, images, options: dict) -> None:
+    """The checks of :func:`convert_source` that need no annotation file, made before reading
+    one (which may take a while), plus the images folder."""
+    # Binding to the core's signature fills its defaults and rejects unknown option names.
+    arguments = inspect.signature(convert_source).bind(None, None, split, **options)
+    arguments.apply_defaults()
+    values = arguments.arguments
+    _validate_args(*(values[k] for k in (
+        "crop_size", "margin", "min_keypoints", "shards", "workers", "jpeg_quality")))
+    _validate_split(split)
+    if not os.path.isdir(images):
+        raise ConversionError(f"images directory {os.fspath(images)} does not exist")
+
+
+def _load(reader, *args, **kwargs) -> PersonSource:
+    try:
+        return reader(*args, **kwargs)
+    except AnnotationFormatError as e:
+        raise ConversionError(str(e)) from None
+
+
+def convert_coco(
+    annotations: str | os.PathLike,
+    images: str | os.PathLike,
+    output: str | os.PathLike,
+    split: str,
+    shards: int | None = None,
+    workers: int | None = None,
+    strict: bool = False,
+    crop_size: int = 256,
+    margin: float = 1.25,
+    min_keypoints: int = 1,
+    jpeg_quality: int = 95,
+    seed: int | None = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=None,
+) -> dict:
+    """Convert COCO keypoint annotations into TFRecord shards of person crops.
+
+    COCO coordinates are read as continuous coordinates as they are; the source file is the
+    split's ground truth (no ``SPLIT.annotations.json`` is written).
+
+    Args:
+        annotations: COCO ``person_keypoints_*.json``.
+        images: directory the annotation ``file_name``s are relative to.
+        output, split, shards, workers, strict, crop_size, margin, min_keypoints, jpeg_quality,
+        seed, overwrite, progress, log: as :func:`convert_source`.
+
+    Returns:
+        The manifest dict (also written to ``output/split.manifest.json``).
+
+    Raises:
+        ConversionError: invalid input file, existing output, bad input with ``strict``, or no
+            record produced.
+    """
+    options = dict(shards=shards, workers=workers, strict=strict, crop_size=crop_size,
+                   margin=margin, min_keypoints=min_keypoints, jpeg_quality=jpeg_quality,
+                   seed=seed, overwrite=overwrite, progress=progress, log=log)
+    _front_end_checks(split, images, options)
+    loaded = _load(coco_lib.load_coco_keypoints, annotations)
+    source = PersonSource(
+        format="coco", dataset=loaded.coco.dataset, path=loaded.path, sha256=loaded.sha256,
+        images_dir=os.fspath(images), keypoint_set=loaded.keypoint_set,
+        category_id=loaded.category_id, ground_truth=False,
+    )
+    return convert_source(source, output, split, **options)
+
+
+def convert_lsp(
+    joints: str | os.PathLike,
+    images: str | os.PathLike,
+    output: str | os.PathLike,
+    split: str,
+    *,
+    image_range: str | tuple[int, int] | None = None,
+    layout: str = "auto",
+    **options: Any,
+) -> dict:
+    """Convert an LSP or LSPET ``joints.mat`` and its images into TFRecord shards.
+
+    Args:
+        joints: the ``joints.mat`` file (layout and flag sense in ``keras_pose.data.lsp``).
+        images: the folder holding ``im0001.jpg``... (LSP) or ``im00001.jpg``... (LSPET).
+        output: output directory (created if needed).
+        split: split name (``train``, ``val``).
+        image_range: 1-based inclusive image numbers, ``"A-B"`` or ``(A, B)``; None = all.
+        layout: ``"auto"`` (from the array shape), ``"lsp"`` or ``"lspet"``.
+        **options: ``shards``, ``workers``, ``strict``, ``crop_size``, ``margin``,
+            ``min_keypoints``, ``jpeg_quality``, ``seed``, ``overwrite``, ``progress``,
+            ``log``: as :func:`convert_source`.
+
+    Returns:
+        The manifest dict; ``OUT/SPLIT.annotations.json`` holds the ground truth.
+
+    Raises:
+        ConversionError: a bad ``joints.mat`` (named, with the problem), a range past its
+            images, existing output, bad input with ``strict``, or no record produced.
+    """
+    _front_end_checks(split, images, options)
+    source = _load(lsp_lib.load_lsp, joints, images, image_range, layout)
+    return convert_source(source, output, split, **options)
+
+
+def convert_mpii(
+    annotations: str | os.PathLike,
+    images: str | os.PathLike,
+    output: str | os.PathLike,
+    split: str,
+    *,
+    head_boxes: str | os.PathLike | None = None,
+    image_range: str | tuple[int, int] | None = None,
+    **options: Any,
+) -> dict:
+    """Convert MPII annotations (the common JSON layout) and images into TFRecord shards.
+
+    Args:
+        annotations: the MPII JSON (see ``keras_pose.data.mpii``).
+        images: the folder holding its images.
+        output: output directory (created if needed).
+        split: split name (``train``, ``val``).
+        head_boxes: ``.mat`` with the entries' head boxes (``headboxes_src``), for the
+            records' ``head_size``; None = the upper neck to head-top stand-in.
+        image_range: 1-based inclusive range of JSON entries (persons); None = all.
+        **options: as for :func:`convert_lsp`.
+
+    Returns:
+        The manifest dict; ``OUT/SPLIT.annotations.json`` holds the ground truth.
+
+    Raises:
+        ConversionError: a bad JSON or head-box file (named, with the problem), existing
+            output, bad input with ``strict``, or no record produced.
+    """
+    _front_end_checks(split, images, options)
+    source = _load(mpii_lib.load_mpii, annotations, images, head_boxes, image_range)
+    return convert_source(source, output, split, **options)

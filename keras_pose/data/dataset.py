@@ -101,7 +101,7 @@ def make_dataset(
         ``tf.data.Dataset`` of dicts: ``image`` uint8 [B, S, S, 3] plus every key of
         ``tfrecord.parse_batch`` except ``image_jpeg`` (``keypoints`` [B, K, 2] crop pixels,
         ``visibility`` int32 [B, K], ``image_keypoints``, ``crop_box``, ``bbox``, ``area``,
-        ``image_id``, ``annotation_id``, ``image_size``, ``filename``).
+        ``image_id``, ``annotation_id``, ``image_size``, ``filename``, ``head_size``).
 
     Raises:
         FileNotFoundError: the pattern matches no file.

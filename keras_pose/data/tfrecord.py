@@ -18,10 +18,14 @@ key                         type     meaning
 ``person/bbox``             float[4] COCO bbox x, y, w, h in source-image pixels
 ``person/area``             float    COCO segmentation area
 ``person/annotation_id``    int64    COCO annotation id
+``person/head_size``        float    PCKh size in source-image pixels (0.6 x the head box
+                                     diagonal, or the head pair's length); 0 = unknown
 ==========================  =======  =====================================================
 
 A crop point ``c`` maps to the source image as ``box_xy + c * box_side / crop_size``.
 Unlabeled keypoints (v = 0) are stored as ``(0, 0)`` in both coordinate fields.
+
+``person/head_size`` is optional: records written before it existed parse with 0 (unknown).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class PersonRecord:
     bbox: np.ndarray  # [4] x, y, w, h
     area: float
     annotation_id: int
+    head_size: float = 0.0  # PCKh size in image pixels; 0 = unknown
 
 
 def _bytes(values):
@@ -81,6 +86,7 @@ def serialize_person(record: PersonRecord) -> bytes:
         "person/bbox": _floats(record.bbox),
         "person/area": _floats([record.area]),
         "person/annotation_id": _ints([record.annotation_id]),
+        "person/head_size": _floats([record.head_size]),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -102,6 +108,8 @@ def feature_spec(num_keypoints: int) -> dict[str, tf.io.FixedLenFeature]:
         "person/bbox": tf.io.FixedLenFeature([4], tf.float32),
         "person/area": tf.io.FixedLenFeature([], tf.float32),
         "person/annotation_id": tf.io.FixedLenFeature([], tf.int64),
+        # Optional with a default, so records from before the field still parse.
+        "person/head_size": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
     }
 
 
@@ -113,7 +121,8 @@ def parse_batch(serialized: tf.Tensor, num_keypoints: int) -> dict[str, tf.Tenso
     ``image_keypoints`` float32 [B, K, 2] (source-image pixels), ``crop_box`` float32 [B, 4],
     ``bbox`` float32 [B, 4], ``area`` float32 [B], ``image_id`` int64 [B],
     ``annotation_id`` int64 [B], ``image_size`` int32 [B, 2] (height, width),
-    ``filename`` string [B]. The JPEG is decoded separately (see ``dataset.py``).
+    ``filename`` string [B], ``head_size`` float32 [B] (PCKh size in source-image pixels,
+    0 = unknown). The JPEG is decoded separately (see ``dataset.py``).
     """
     k = num_keypoints
     parsed = tf.io.parse_example(serialized, feature_spec(k))
@@ -131,4 +140,5 @@ def parse_batch(serialized: tf.Tensor, num_keypoints: int) -> dict[str, tf.Tenso
             tf.stack([parsed["image/height"], parsed["image/width"]], axis=-1), tf.int32
         ),
         "filename": parsed["image/filename"],
+        "head_size": parsed["person/head_size"],
     }

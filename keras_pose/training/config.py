@@ -17,6 +17,7 @@ from typing import Any
 import tomllib
 
 from keras_pose.augment import AugmentConfig
+from keras_pose.data.source import parse_range
 
 
 class PipelineError(ValueError):
@@ -44,6 +45,35 @@ class SyntheticSection:
     seed: int = 0
 
 
+SOURCE_FORMATS = ("", "coco", "lsp", "lspet", "mpii")
+
+
+@dataclasses.dataclass
+class SourceSection:
+    """``[data.source]``: convert a real dataset to TFRecords before training (cached).
+
+    Paths of files and image folders are relative to ``path``; an empty one takes the
+    format's usual layout (``keras_pose.training.run.SOURCE_LAYOUTS``): LSP/LSPET
+    ``joints.mat`` and ``images/``; MPII ``annot/train.json``, ``annot/valid.json`` and
+    ``images/``; COCO ``annotations/person_keypoints_{train,val}2017.json`` and
+    ``{train,val}2017/``.
+    """
+
+    format: str = ""  # "" = off, "coco", "lsp", "lspet" or "mpii"
+    path: str = ""  # the dataset folder
+    directory: str = ""  # where records go ("" = data/<format>); records-<crop_size>/ inside
+    # 1-based inclusive "A-B": images (LSP, LSPET) or person entries (MPII, COCO files: all).
+    train_range: str = ""
+    val_range: str = ""
+    train_annotations: str = ""
+    val_annotations: str = ""
+    train_images: str = ""
+    val_images: str = ""
+    head_boxes: str = ""  # MPII validation head boxes (.mat); "" = upper neck to head top
+    layout: str = "auto"  # LSP/LSPET flag sense: "auto" (from the array), "lsp" or "lspet"
+    workers: int = 0  # converter processes; 0 = automatic (CPU count), 1 = in-process
+
+
 @dataclasses.dataclass
 class DataSection:
     """``[data]``: records, keypoint set and how records are read."""
@@ -58,6 +88,7 @@ class DataSection:
     shuffle_buffer: int = 2048
     num_parallel_calls: int = 2
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
+    source: SourceSection = dataclasses.field(default_factory=SourceSection)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,11 +217,35 @@ class Pipeline:
                     f"{source}: [{section}] {key} = {value!r} is not valid; "
                     f"choose one of {list(allowed)}"
                 )
+        self._validate_source(source)
         positive = [("train", "batch_size"), ("train", "epochs"), ("train", "steps_per_epoch"),
                     ("model", "input_size"), ("data", "crop_size")]
         for section, key in positive:
             if getattr(getattr(self, section), key) <= 0:
                 raise PipelineError(f"{source}: [{section}] {key} must be > 0")
+
+
+    def _validate_source(self, source: str) -> None:
+        section = self.data.source
+        allowed = {"format": SOURCE_FORMATS, "layout": ("auto", "lsp", "lspet")}
+        for key, values in allowed.items():
+            if getattr(section, key) not in values:
+                raise PipelineError(
+                    f"{source}: [data.source] {key} = {getattr(section, key)!r} is not valid; "
+                    f"choose one of {list(values)}"
+                )
+        for key in ("train_range", "val_range"):
+            try:
+                parse_range(getattr(section, key))
+            except ValueError as error:
+                raise PipelineError(f"{source}: [data.source] {key}: {error}") from None
+        if section.workers < 0:
+            raise PipelineError(f"{source}: [data.source] workers must be >= 0")
+        if section.format and self.data.synthetic.enabled:
+            raise PipelineError(
+                f"{source}: [data.source] format = {section.format!r} and [data.synthetic] "
+                "enabled = true both make the records; choose one"
+            )
 
 
 def _type_name(tp: Any) -> str:

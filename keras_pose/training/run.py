@@ -14,13 +14,15 @@ import keras
 import tensorflow as tf
 
 from keras_pose import augment, evaluate
+from keras_pose.data import convert as converter
 from keras_pose.data import dataset as reader
+from keras_pose.data.source import parse_range
 from keras_pose.io import write_json_atomic, write_text_atomic
 from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models import build_model
 from keras_pose.resources import peak_rss_mib
 from keras_pose.training import callbacks as cbs
-from keras_pose.training.config import Pipeline, PipelineError, to_toml
+from keras_pose.training.config import Pipeline, PipelineError, SourceSection, to_toml
 from keras_pose.training.schedules import PoseSchedule
 from keras_pose.training.trainer import PoseTrainer
 
@@ -64,6 +66,119 @@ def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
         val_annotations=str(splits["val"]),
     )
     return dataclasses.replace(pipeline, data=data)
+
+
+# The usual files under [data.source] path, per format and split: (annotations, images).
+SOURCE_LAYOUTS = {
+    "coco": {"train": ("annotations/person_keypoints_train2017.json", "train2017"),
+             "val": ("annotations/person_keypoints_val2017.json", "val2017")},
+    "lsp": {"train": ("joints.mat", "images"), "val": ("joints.mat", "images")},
+    "lspet": {"train": ("joints.mat", "images"), "val": ("joints.mat", "images")},
+    "mpii": {"train": ("annot/train.json", "images"), "val": ("annot/valid.json", "images")},
+}
+
+
+def _source_split(source: SourceSection, split: str) -> dict:
+    """The files, range and head boxes of one split of ``[data.source]``, checked to exist."""
+    root = pathlib.Path(source.path)
+    annotations_default, images_default = SOURCE_LAYOUTS[source.format][split]
+    annotations = root / (getattr(source, f"{split}_annotations") or annotations_default)
+    images = root / (getattr(source, f"{split}_images") or images_default)
+    head_boxes = root / source.head_boxes if split == "val" and source.head_boxes else None
+    for path, key in ((annotations, f"{split}_annotations"), (images, f"{split}_images"),
+                      (head_boxes, "head_boxes")):
+        if path is not None and not path.exists():
+            raise RunError(f"[data.source] {key}: {path} does not exist (set "
+                           f"--set data.source.{key}=... relative to data.source.path)")
+    image_range = parse_range(getattr(source, f"{split}_range"))
+    if source.format in ("lsp", "lspet") and image_range is None:
+        raise RunError(f"[data.source] {split}_range is empty: LSP and LSPET splits are image "
+                       "ranges of one joints.mat; set e.g. --set data.source.train_range=1-9000 "
+                       "--set data.source.val_range=9001-9500")
+    return {"annotations": annotations, "images": images, "image_range": image_range,
+            "head_boxes": head_boxes}
+
+
+def _file_sha256(path: pathlib.Path | None) -> str | None:
+    return None if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSection,
+                     crop_size: int, margin: float) -> dict | None:
+    """The existing manifest if it was made from the same files, range, layout and crop."""
+    if not manifest_path.exists():
+        return None
+    previous = json.loads(manifest_path.read_text())
+    made = previous.get("source", {})
+    expected_range = list(job["image_range"]) if job["image_range"] else None
+    same = (
+        made.get("sha256") == _file_sha256(job["annotations"])
+        and made.get("image_range") == expected_range
+        and (made.get("head_boxes") or {}).get("sha256") == _file_sha256(job["head_boxes"])
+        and source.layout in ("auto", made.get("layout"))
+        and (previous.get("crop_size"), previous.get("margin")) == (crop_size, margin)
+    )
+    return previous if same else None
+
+
+def _convert_source_split(source: SourceSection, job: dict, records: pathlib.Path, split: str,
+                          crop_size: int, margin: float) -> dict:
+    options = {"output": records, "split": split, "crop_size": crop_size, "margin": margin,
+               "workers": source.workers or None, "overwrite": True}
+    if source.format == "coco":
+        return converter.convert_coco(job["annotations"], job["images"], **options)
+    if source.format == "mpii":
+        return converter.convert_mpii(job["annotations"], job["images"],
+                                      head_boxes=job["head_boxes"],
+                                      image_range=job["image_range"], **options)
+    return converter.convert_lsp(job["annotations"], job["images"],
+                                 image_range=job["image_range"], layout=source.layout, **options)
+
+
+def prepare_source_data(pipeline: Pipeline) -> Pipeline:
+    """Convert ``[data.source]`` (both splits) to TFRecords, cached; point the pipeline at them.
+
+    Records go to ``DIRECTORY/records-CROP/{train,val}-*.tfrecord``. A split is reused when its
+    manifest names the same annotation file SHA-256, image range, head boxes, layout, crop size
+    and margin. ``[data] keypoint_set`` becomes the records' (the format decides it), and for
+    COCO ``val_annotations`` the validation annotation file.
+
+    Raises:
+        RunError: a missing dataset folder or file (the message names it and the key to set),
+            missing LSP/LSPET ranges, or a conversion that fails.
+    """
+    source, data = pipeline.data.source, pipeline.data
+    root = pathlib.Path(source.path)
+    if not source.path or not root.is_dir():
+        raise RunError(
+            f"[data.source] path = {source.path!r}: the {source.format} dataset folder "
+            f"{'is not set' if not source.path else 'does not exist'}; set it with "
+            f"--set data.source.path=/path/to/{source.format}"
+        )
+    records = pathlib.Path(source.directory or f"data/{source.format}") / (
+        f"records-{data.crop_size}")
+    manifests = {}
+    for split in ("train", "val"):
+        job = _source_split(source, split)
+        manifest = _cached_manifest(records / converter.manifest_name(split), job, source,
+                                    data.crop_size, data.margin)
+        if manifest is None:
+            span = job["image_range"]
+            print(f"Converting the {source.format} {split} split"
+                  f"{f' ({span[0]}-{span[1]})' if span else ''} to TFRecords in {records} ...",
+                  flush=True)
+            try:
+                manifest = _convert_source_split(source, job, records, split, data.crop_size,
+                                                 data.margin)
+            except ValueError as error:  # ConversionError: bad files, no records
+                raise RunError(f"[data.source] {split} split: {error}") from None
+        manifests[split] = manifest
+    changes = {"train_records": str(records / "train-*.tfrecord"),
+               "val_records": str(records / "val-*.tfrecord"),
+               "keypoint_set": manifests["train"]["keypoint_set"]}
+    if source.format == "coco":
+        changes["val_annotations"] = str(_source_split(source, "val")["annotations"])
+    return dataclasses.replace(pipeline, data=dataclasses.replace(data, **changes))
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -257,6 +372,8 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     work_dir.mkdir(parents=True, exist_ok=True)
     if pipeline.data.synthetic.enabled:
         pipeline = prepare_synthetic_data(pipeline)
+    if pipeline.data.source.format:
+        pipeline = prepare_source_data(pipeline)
     _check_records(pipeline.data.train_records, "train_records")
     _check_records(pipeline.data.val_records, "val_records")
     if chief:
