@@ -36,11 +36,11 @@ def test_ground_truth_as_predictions_scores_one(coco_truth):
     assert len(truth["annotation_id"]) == sum(
         1 for a in coco.dataset["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"])
     report = evaluate.score_predictions(_as_predictions(truth), path, keypoint_set=COCO17)
-    assert report["pck"]["pck_torso@0.2"] == 1.0
-    assert report["pck"]["pck_bbox@0.05"] == 1.0
+    assert report["metrics"]["pck_torso@0.2"] == 1.0
+    assert report["metrics"]["pck_bbox@0.05"] == 1.0
     assert report["coco"]["AP"] == pytest.approx(1.0)
     assert report["coco"]["AR"] == pytest.approx(1.0)
-    assert report["pck"]["num_labeled"] == int((truth["visibility"] > 0).sum())
+    assert report["metrics"]["num_labeled"] == int((truth["visibility"] > 0).sum())
 
 
 def test_known_offsets_give_hand_computed_pck(coco_truth):
@@ -55,7 +55,7 @@ def test_known_offsets_give_hand_computed_pck(coco_truth):
         [0.6 * distance, 0.8 * distance], axis=-1)[:, None, :].astype(np.float32)
     labeled = (truth["visibility"] > 0).sum(axis=1)
     expected = labeled[factors < 0.05].sum() / labeled.sum()
-    report = evaluate.pck_report(predictions, COCO17)
+    report = evaluate.metric_report(predictions, COCO17)
     assert report["pck_bbox@0.05"] == pytest.approx(expected)
     # Per keypoint: nose is correct for the even persons that have a labeled nose.
     nose = truth["visibility"][:, 0] > 0
@@ -79,14 +79,14 @@ def test_results_without_annotation_ids_are_matched_by_oks(coco_truth):
     np.testing.assert_allclose(matched["keypoints"][others],
                                predictions["keypoints"][others], atol=1e-3)
     assert missing["image_id"] == int(truth["image_id"][3])
-    report = evaluate.pck_report(matched, COCO17)
+    report = evaluate.metric_report(matched, COCO17)
     labeled = (truth["visibility"] > 0).sum(axis=1)
     assert report["pck_bbox@0.05"] == pytest.approx(1 - labeled[3] / labeled.sum())
 
 
 def test_chart_and_json_writing(tmp_path, coco_truth):
     _, _, truth = coco_truth
-    report = evaluate.pck_report(_as_predictions(truth), COCO17)
+    report = evaluate.metric_report(_as_predictions(truth), COCO17)
     chart = evaluate.draw_pck_chart(report["per_keypoint"])
     assert chart.dtype == np.uint8 and chart.shape[0] > 17 * 20
     # Bar length is proportional to the value: halving every value halves the bar pixels of
@@ -118,7 +118,8 @@ def test_cli_scores_a_results_file(tmp_path, coco_truth):
     assert completed.returncode == 0, completed.stderr
     assert "pck_torso@0.2" in completed.stdout
     report = json.loads((out / "evaluation.json").read_text())
-    assert report["pck"]["pck_torso@0.2"] == 1.0 and report["coco"]["AP"] == pytest.approx(1.0)
+    assert report["metrics"]["pck_torso@0.2"] == 1.0
+    assert report["coco"]["AP"] == pytest.approx(1.0)
     assert (out / "pck_per_keypoint.png").stat().st_size > 1000
 
 
@@ -216,7 +217,7 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
                       str(annotations), "--output", str(out), "--batch-size", "3"]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     results = json.loads((out / "results.json").read_text())
-    assert len(results) == manifest["num_records"] == report["pck"]["num_persons"]
+    assert len(results) == manifest["num_records"] == report["metrics"]["num_persons"]
     assert report["coco"]["num_results"] == len(results)
     assert 0.0 <= report["coco"]["AP"] < 0.5  # a constant pose is a poor pose
     assert (out / "pck_per_keypoint.png").exists()
@@ -232,4 +233,4 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     for result in results2:
         np.testing.assert_allclose(result["keypoints"], by_id[result["annotation_id"]]
                                    ["keypoints"], atol=2e-3)
-    assert json.loads((out2 / "evaluation.json").read_text())["pck"] == report["pck"]
+    assert json.loads((out2 / "evaluation.json").read_text())["metrics"] == report["metrics"]

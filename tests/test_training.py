@@ -91,7 +91,8 @@ def test_train_writes_everything_a_user_needs(tmp_path):
     assert "val PCK@0.2 torso" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["val_pck_torso@0.2"] <= 1.0
-    assert set(summary["per_keypoint_torso@0.2"]) >= {"nose", "left_ankle"}
+    assert summary["headline"] == "pck_torso@0.2"
+    assert set(summary["per_keypoint_pck_torso@0.2"]) >= {"nose", "left_ankle"}
     # TensorFlow alone takes a few hundred MiB; a figure near 0 would be a unit mistake.
     assert 200 < summary["peak_rss_mib"] < 16_000, summary["peak_rss_mib"]
     assert f"peak memory {summary['peak_rss_mib']:,} MiB" in result.stdout
@@ -104,8 +105,8 @@ def test_train_writes_everything_a_user_needs(tmp_path):
     scalars = tags["scalars"]
     for tag in ("train/epoch_loss", "train/epoch_loss_stack_1", "train/epoch_loss_stack_2",
                 "train/epoch_learning_rate", "validation/epoch_loss", "validation/epoch_pck",
-                "validation/epoch_pck_bbox", "pose/pck_keypoint/nose",
-                "pose/pck_keypoint/right_ankle"):
+                "validation/epoch_pck_bbox", "pose/keypoint_pck_torso@0.2/nose",
+                "pose/keypoint_pck_bbox@0.05/right_ankle"):
         assert tag in scalars, (tag, sorted(scalars))
     assert {"pose/skeletons/ground_truth_vs_predicted",
             "pose/heatmaps/target_vs_predicted"} <= tags["images"]
