@@ -161,7 +161,9 @@ def predict_records(
     for batch in batches:
         output = predict({"image": batch["image"], "crop_box": batch["crop_box"]})
         _gather_batch(gathered, batch, output["keypoints"], output["scores"])
-        if "heatmap_keypoints" in output:
+        # Batches without crop keypoints (not from the reader) leave the grid out; the poster's
+        # accuracy then says it has no heatmaps to score.
+        if "heatmap_keypoints" in output and "keypoints" in batch:
             _gather_heatmap_grid(gathered, batch, output["heatmap_keypoints"], model)
     return _concatenate(gathered)
 
