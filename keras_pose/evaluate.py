@@ -1,16 +1,23 @@
-"""Evaluation: run a model over person records, score PCK and COCO keypoint AP.
+"""Evaluation: run a model over person records, score the named metrics and COCO keypoint AP.
 
 Two entry points share one scoring path:
 
 - :func:`predict_records` runs a Keras pose model over a dataset of records
   (``keras_pose.data.dataset.make_dataset``) and returns predictions in source-image pixels with
-  their ground truth; the training PCK callback and ``tools/evaluate.py --model`` use it.
+  their ground truth (and, for heatmap models, on the heatmap grid); the training PCK callback,
+  the final evaluation of a run and ``tools/evaluate.py --model`` use it.
 - :func:`match_results` turns a COCO keypoint results file (any system's output) into the same
   prediction arrays by matching each result to a ground-truth person.
 
-:func:`pck_report` computes the project's PCK (see ``keras_pose.metrics``): the headline
-PCK@0.2 with torso size, PCK@0.05 with bbox size, and both per keypoint.
-:func:`coco_keypoint_ap` runs ``pycocotools``' ``COCOeval`` (iouType ``"keypoints"``).
+:func:`metric_report` scores them with metrics named as in ``keras_pose.metrics``
+(``pck_torso@0.2``, ``pck_bbox@0.05``, ``pckh@0.5``, ``poster_acc@0.5``), overall and per
+keypoint; the first name is the headline. :func:`coco_keypoint_ap` runs ``pycocotools``'
+``COCOeval`` (iouType ``"keypoints"``) for keypoint sets with OKS sigmas;
+:func:`score_predictions` does both and says why COCO AP was skipped.
+
+The poster's accuracy needs the heatmaps, so it is available for Keras heatmap models only: a
+SavedModel returns sub-pixel keypoints in image pixels and its metadata does not name the
+heatmap grid, and a results file holds image-pixel keypoints alone.
 """
 
 from __future__ import annotations
@@ -31,15 +38,20 @@ from keras_pose import metrics
 from keras_pose.io import write_bytes_atomic
 from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet
 
-HEADLINE = "pck_torso@0.2"
-BBOX = "pck_bbox@0.05"
-HEAD = "pckh@0.5"
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 PREDICTION_KEYS = (
     "keypoints", "scores", "gt_keypoints", "visibility", "bbox", "area", "image_id",
     "annotation_id",
 )
+# Batch keys copied into the predictions as they are.
+RECORD_KEYS = ("visibility", "bbox", "area", "image_id", "annotation_id")
+# Carried by records written since PCKh sizes were stored (0 = unknown); absent in older ones.
+OPTIONAL_RECORD_KEYS = ("head_size",)
+SAVED_MODEL_NO_HEATMAPS = ("a SavedModel returns keypoints in image pixels (refined below the "
+                           "heatmap grid, whose stride its metadata does not give); evaluate the "
+                           "run directory or .keras file instead")
+RESULTS_NO_HEATMAPS = "a COCO results file holds keypoints in image pixels only"
 
 
 # -- running a model over records -----------------------------------------------------------
@@ -57,7 +69,9 @@ def make_predict_function(model, *, keypoint_set: KeypointSet, flip_test: bool =
 
     Returns:
         A ``tf.function`` taking a batch dict with ``image`` uint8 [B, S, S, 3] and
-        ``crop_box`` [B, 4] and returning ``(keypoints [B, K, 2], scores [B, K])``.
+        ``crop_box`` [B, 4] and returning a dict: ``keypoints`` [B, K, 2] (image pixels),
+        ``scores`` [B, K] and, for heatmap models, ``heatmap_keypoints`` [B, K, 2]: the centres
+        of the final heatmaps' argmax cells, in heatmap coordinates (the poster's accuracy).
     """
     import tensorflow as tf
     from keras import ops
@@ -96,7 +110,10 @@ def make_predict_function(model, *, keypoint_set: KeypointSet, flip_test: bool =
         points, scores = decode.decode_outputs(output, spec, input_size)
         crop_points = decode.input_to_crop(points, matrices)
         image_points = decode.crop_to_image(crop_points, batch["crop_box"], float(crop_size[0]))
-        return image_points, scores
+        result = {"keypoints": image_points, "scores": scores}
+        if spec.kind == "heatmaps":
+            result["heatmap_keypoints"], _ = decode.decode_heatmaps(output, refine="none")
+        return result
 
     return predict
 
@@ -128,7 +145,9 @@ def predict_records(
     Returns:
         Numpy arrays over the N persons: ``keypoints`` [N, K, 2] and ``gt_keypoints`` [N, K, 2]
         (source-image pixels), ``scores`` [N, K], ``visibility`` [N, K], ``bbox`` [N, 4],
-        ``area`` [N], ``image_id`` [N], ``annotation_id`` [N].
+        ``area`` [N], ``image_id`` [N], ``annotation_id`` [N]; ``head_size`` [N] when the
+        records carry it; for heatmap models ``heatmap_keypoints`` (argmax cell centres) and
+        ``heatmap_gt`` [N, K, 2] in heatmap coordinates and ``heatmap_size`` [N, 2] (h, w).
     """
     predict = predict_function or make_predict_function(
         model, keypoint_set=keypoint_set, flip_test=flip_test
@@ -140,12 +159,48 @@ def predict_records(
 
         batches = tqdm(batches, desc="predict", unit="batch")
     for batch in batches:
-        points, scores = predict({"image": batch["image"], "crop_box": batch["crop_box"]})
-        gathered["keypoints"].append(np.asarray(points, np.float32))
-        gathered["scores"].append(np.asarray(scores, np.float32))
-        gathered["gt_keypoints"].append(np.asarray(batch["image_keypoints"], np.float32))
-        for key in ("visibility", "bbox", "area", "image_id", "annotation_id"):
-            gathered[key].append(np.asarray(batch[key]))
+        output = predict({"image": batch["image"], "crop_box": batch["crop_box"]})
+        _gather_batch(gathered, batch, output["keypoints"], output["scores"])
+        # Batches without crop keypoints (not from the reader) leave the grid out; the poster's
+        # accuracy then says it has no heatmaps to score.
+        if "heatmap_keypoints" in output and "keypoints" in batch:
+            _gather_heatmap_grid(gathered, batch, output["heatmap_keypoints"], model)
+    return _concatenate(gathered)
+
+
+def _gather_batch(gathered: dict[str, list[np.ndarray]], batch, points, scores) -> None:
+    """Append one batch's image-pixel predictions and the record fields they are scored with."""
+    gathered["keypoints"].append(np.asarray(points, np.float32))
+    gathered["scores"].append(np.asarray(scores, np.float32))
+    gathered["gt_keypoints"].append(np.asarray(batch["image_keypoints"], np.float32))
+    for key in RECORD_KEYS:
+        gathered[key].append(np.asarray(batch[key]))
+    for key in OPTIONAL_RECORD_KEYS:
+        if key in batch:
+            gathered.setdefault(key, []).append(np.asarray(batch[key], np.float32))
+
+
+def _gather_heatmap_grid(gathered: dict[str, list[np.ndarray]], batch, heatmap_points,
+                         model) -> None:
+    """Append the argmax cells and the ground truth on the heatmap grid (poster accuracy).
+
+    The ground truth goes crop pixels -> input pixels by the evaluation's resize
+    (``augment.resize_matrices``: ``p * input / crop``) -> heatmap coordinates (``/ stride``),
+    where the training targets would put it.
+    """
+    crop = np.asarray(batch["keypoints"], np.float64)
+    crop_h, crop_w = batch["image"].shape[1:3]
+    in_h, in_w = model.input_size
+    stride = float(model.output_spec.stride)
+    scale = np.array([in_w / crop_w, in_h / crop_h]) / stride
+    count = crop.shape[0]
+    gathered.setdefault("heatmap_keypoints", []).append(np.asarray(heatmap_points, np.float32))
+    gathered.setdefault("heatmap_gt", []).append((crop * scale).astype(np.float32))
+    gathered.setdefault("heatmap_size", []).append(
+        np.tile(np.array([in_h // stride, in_w // stride], np.int32), (count, 1)))
+
+
+def _concatenate(gathered: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     if not gathered["keypoints"]:
         raise ValueError("The dataset yielded no records to evaluate")
     return {key: np.concatenate(values, axis=0) for key, values in gathered.items()}
@@ -175,24 +230,24 @@ def predict_saved_model_records(predictor, dataset, *, max_batches: int | None =
         result = predictor.predict(crops, boxes)
         crop_box = np.asarray(batch["crop_box"], np.float32)
         points = crop_box[:, None, 0:2] + result["keypoints"] * (crop_box[:, None, 2:4] / size)
-        gathered["keypoints"].append(points.astype(np.float32))
-        gathered["scores"].append(result["scores"])
-        gathered["gt_keypoints"].append(np.asarray(batch["image_keypoints"], np.float32))
-        for key in ("visibility", "bbox", "area", "image_id", "annotation_id"):
-            gathered[key].append(np.asarray(batch[key]))
-    if not gathered["keypoints"]:
-        raise ValueError("The dataset yielded no records to evaluate")
-    return {key: np.concatenate(values, axis=0) for key, values in gathered.items()}
+        _gather_batch(gathered, batch, points, result["scores"])
+    return _concatenate(gathered)
 
 
 def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet | None = None,
                           coco=None, flip_test: bool = False, batch_size: int = 16,
-                          max_batches: int | None = None, progress: bool = False
+                          max_batches: int | None = None, progress: bool = False,
+                          metric_names: Sequence[str] = ()
                           ) -> tuple[dict[str, np.ndarray], KeypointSet]:
     """Load a model (run dir, ``.keras`` or SavedModel) and predict a records glob.
 
     The keypoint set is, in order: ``keypoint_set``, the run's pipeline or the export's
     metadata, the records' manifest, the COCO annotations' category, the keypoint count.
+
+    Args:
+        metric_names: the metrics the predictions are for; checked against the keypoint set
+            and the model (the poster's accuracy needs a Keras heatmap model) before any
+            record is read.
 
     Returns:
         ``(predictions, keypoint_set)``.
@@ -227,6 +282,12 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     if num_keypoints is not None and int(num_keypoints) != keypoint_set.num_keypoints:
         raise ValueError(f"the model predicts {num_keypoints} keypoints but keypoint set "
                          f"{keypoint_set.name!r} has {keypoint_set.num_keypoints}")
+    if saved is not None:
+        no_heatmaps = SAVED_MODEL_NO_HEATMAPS
+    else:
+        no_heatmaps = no_heatmaps_reason(model)
+    metrics.check_metrics(metrics.parse_metrics(metric_names) if metric_names else [],
+                          keypoint_set, no_heatmaps=no_heatmaps)
     dataset = dataset_lib.make_dataset(records, batch_size=batch_size,
                                        num_keypoints=keypoint_set.num_keypoints, training=False,
                                        deterministic=True)
@@ -240,7 +301,15 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     return predictions, keypoint_set
 
 
-# -- PCK ------------------------------------------------------------------------------------
+# -- metrics -------------------------------------------------------------------------------
+
+
+def no_heatmaps_reason(model) -> str | None:
+    """Why a Keras model's predictions carry no heatmap grid, or ``None`` when they do."""
+    kind = model.output_spec.kind
+    if kind == "heatmaps":
+        return None
+    return f"the model {model.name!r} outputs {kind}, not heatmaps"
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -253,43 +322,43 @@ def _per_keypoint(result: metrics.PCKResult, keypoint_set: KeypointSet) -> dict:
                                                         result.per_keypoint, strict=True)}
 
 
-def pck_report(predictions: Mapping[str, np.ndarray], keypoint_set: KeypointSet) -> dict:
-    """The project's PCK figures for predictions from :func:`predict_records`.
+def metric_report(predictions: Mapping[str, np.ndarray], keypoint_set: KeypointSet,
+                  metric_names: Sequence[str] = metrics.DEFAULT_METRICS) -> dict:
+    """Named metrics (``keras_pose.metrics``) for predictions from :func:`predict_records`.
 
     Args:
-        predictions: ``keypoints``, ``gt_keypoints``, ``visibility``, ``bbox`` arrays (and
-            optionally ``head_boxes`` [N, 4] x1, y1, x2, y2 for PCKh@0.5).
-        keypoint_set: the keypoint set (names, torso pair).
+        predictions: arrays as from :func:`predict_records` or :func:`match_results`.
+        keypoint_set: the keypoint set (names, torso and head pairs).
+        metric_names: the metrics, headline first (default ``pck_torso@0.2``,
+            ``pck_bbox@0.05``).
 
     Returns:
-        A JSON-ready dict: ``"pck_torso@0.2"`` (the headline ``val_pck``), ``"pck_bbox@0.05"``,
-        ``"per_keypoint"`` (``{metric: {keypoint name: value}}``), ``"num_persons"``,
-        ``"num_persons_torso"`` (persons with both torso keypoints labeled) and
-        ``"num_labeled"`` (labeled keypoints). Undefined values are ``None``.
+        A JSON-ready dict: ``"metrics"`` (canonical names, headline first), one value per
+        name (``report["pck_torso@0.2"]``), ``"per_keypoint"`` (``{name: {keypoint name:
+        value}}``), ``"num_scored"`` (``{name: persons that entered it}``: PCK leaves out
+        persons without a size), ``"num_persons"`` and ``"num_labeled"`` (labeled keypoints).
+        Undefined values are ``None``.
+
+    Raises:
+        ValueError: an unknown name, or a metric undefined for this keypoint set or these
+            predictions.
     """
+    specs = metrics.parse_metrics(metric_names)
+    metrics.check_metrics(specs, keypoint_set)
     pred = np.asarray(predictions["keypoints"], np.float64)
-    gt = np.asarray(predictions["gt_keypoints"], np.float64)
-    visibility = np.asarray(predictions["visibility"])
     if pred.shape[1:] != (keypoint_set.num_keypoints, 2):
         raise ValueError(
             f"predictions have shape {pred.shape}, expected [N, {keypoint_set.num_keypoints}, 2] "
             f"for keypoint set {keypoint_set.name!r}"
         )
-    results: dict[str, metrics.PCKResult] = {}
-    if keypoint_set.torso is not None:
-        sizes = metrics.torso_sizes(gt, visibility, keypoint_set)
-        results[HEADLINE] = metrics.pck(pred, gt, visibility, sizes, 0.2)
-    results[BBOX] = metrics.pck(pred, gt, visibility, metrics.bbox_sizes(predictions["bbox"]),
-                                0.05)
-    if "head_boxes" in predictions:
-        sizes = metrics.head_sizes(predictions["head_boxes"])
-        results[HEAD] = metrics.pck(pred, gt, visibility, sizes, 0.5)
-    report: dict[str, Any] = {name: _finite_or_none(r.overall) for name, r in results.items()}
+    results = {spec.name: metrics.compute_metric(spec, predictions, keypoint_set)
+               for spec in specs}
+    report: dict[str, Any] = {"metrics": list(results)}
+    report.update({name: _finite_or_none(r.overall) for name, r in results.items()})
     report["per_keypoint"] = {name: _per_keypoint(r, keypoint_set) for name, r in results.items()}
+    report["num_scored"] = {name: r.num_persons for name, r in results.items()}
     report["num_persons"] = int(pred.shape[0])
-    if HEADLINE in results:
-        report["num_persons_torso"] = results[HEADLINE].num_persons
-    report["num_labeled"] = int(np.sum(visibility > 0))
+    report["num_labeled"] = int(np.sum(np.asarray(predictions["visibility"]) > 0))
     return report
 
 
@@ -519,12 +588,12 @@ def match_results(results: Sequence[Mapping], annotations, *,
 
 
 def draw_pck_chart(per_keypoint: Mapping[str, Mapping[str, float | None]], *,
-                   title: str = "per-keypoint PCK") -> np.ndarray:
-    """A horizontal bar chart (BGR uint8 image, drawn with cv2) of per-keypoint PCK.
+                   title: str = "per-keypoint accuracy") -> np.ndarray:
+    """A horizontal bar chart (BGR uint8 image, drawn with cv2) of per-keypoint metrics.
 
     Args:
         per_keypoint: ``{metric: {keypoint name: value in [0, 1] or None}}``, as in
-            :func:`pck_report`'s ``"per_keypoint"``; one bar per metric and keypoint.
+            :func:`metric_report`'s ``"per_keypoint"``; one bar per metric and keypoint.
         title: text at the top.
 
     Returns:
@@ -536,17 +605,19 @@ def draw_pck_chart(per_keypoint: Mapping[str, Mapping[str, float | None]], *,
     if not metrics_names:
         raise ValueError("per_keypoint is empty: nothing to draw")
     names = list(per_keypoint[metrics_names[0]])
-    colors = [(200, 120, 40), (60, 160, 60), (40, 90, 210), (150, 60, 150)]
-    bar, gap, left, width, top = 12, 8, 150, 420, 56
+    colors = [(200, 120, 40), (60, 160, 60), (40, 90, 210), (150, 60, 150), (40, 170, 200)]
+    # Three legend entries per line, so any number of metrics fits the width.
+    legend_lines = -(-len(metrics_names) // 3)
+    bar, gap, left, width, top = 12, 8, 150, 420, 40 + 16 * legend_lines
     row = bar * len(metrics_names) + gap
     height = top + row * len(names) + 30
     image = np.full((height, left + width + 80, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(image, title, (10, 22), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     for m, metric in enumerate(metrics_names):
-        x = 10 + 190 * m
-        cv2.rectangle(image, (x, 34), (x + 12, 46), colors[m % len(colors)], -1)
-        cv2.putText(image, metric, (x + 18, 45), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        x, y = 10 + 215 * (m % 3), 34 + 16 * (m // 3)
+        cv2.rectangle(image, (x, y), (x + 12, y + 12), colors[m % len(colors)], -1)
+        cv2.putText(image, metric, (x + 18, y + 11), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for tick in range(0, 11, 2):
         x = left + int(width * tick / 10)
         cv2.line(image, (x, top - 4), (x, height - 24), (220, 220, 220), 1)
@@ -583,48 +654,68 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> pathlib.Path:
 # -- the whole evaluation ------------------------------------------------------------------
 
 
+def coco_ap_skip_reason(keypoint_set: KeypointSet) -> str | None:
+    """Why COCO keypoint AP cannot be computed for a keypoint set, or ``None``."""
+    if keypoint_set.oks_sigmas is None:
+        return (f"keypoint set {keypoint_set.name!r} has no OKS sigmas (COCO AP weighs each "
+                "keypoint's error by its sigma)")
+    return None
+
+
 def score_predictions(predictions: Mapping[str, np.ndarray], annotations=None, *,
-                      keypoint_set: KeypointSet, results: Sequence[Mapping] | None = None) -> dict:
-    """PCK, and COCO AP when annotations are given, for one set of predictions.
+                      keypoint_set: KeypointSet,
+                      metric_names: Sequence[str] = metrics.DEFAULT_METRICS,
+                      results: Sequence[Mapping] | None = None) -> dict:
+    """The named metrics, and COCO AP when annotations are given, for one set of predictions.
 
     Args:
         predictions: arrays as from :func:`predict_records` or :func:`match_results`.
         annotations: COCO ground truth (path, dict or ``COCO``), or ``None`` to skip AP.
         keypoint_set: the keypoint set.
+        metric_names: the metrics, headline first (see :func:`metric_report`).
         results: the COCO results to score for AP (default: made from ``predictions``).
 
     Returns:
-        ``{"pck": pck_report(...), "coco": coco_keypoint_ap(...) or None}``.
+        ``{"metrics": metric_report(...), "coco": coco_keypoint_ap(...) or None}``, plus
+        ``"coco_skipped"`` (the reason) when annotations were given but the keypoint set has
+        no OKS sigmas.
     """
-    report: dict[str, Any] = {"pck": pck_report(predictions, keypoint_set), "coco": None}
-    if annotations is not None:
-        if results is None:
-            finite = np.all(np.isfinite(predictions["keypoints"]), axis=(1, 2))
-            subset = {key: np.asarray(value)[finite] for key, value in predictions.items()}
-            results = to_coco_results(subset)
-        report["coco"] = coco_keypoint_ap(annotations, results, keypoint_set=keypoint_set)
+    report: dict[str, Any] = {
+        "metrics": metric_report(predictions, keypoint_set, metric_names), "coco": None}
+    if annotations is None:
+        return report
+    skipped = coco_ap_skip_reason(keypoint_set)
+    if skipped:
+        report["coco_skipped"] = skipped
+        return report
+    if results is None:
+        finite = np.all(np.isfinite(predictions["keypoints"]), axis=(1, 2))
+        subset = {key: np.asarray(value)[finite] for key, value in predictions.items()}
+        results = to_coco_results(subset)
+    report["coco"] = coco_keypoint_ap(annotations, results, keypoint_set=keypoint_set)
     return report
 
 
 def format_report(report: Mapping) -> str:
     """Human-readable lines for a report from :func:`score_predictions`."""
-    pck = report["pck"]
+    scores = report["metrics"]
 
     def fmt(value):
         return "n/a" if value is None else f"{value:.4f}"
 
-    lines = [f"persons: {pck['num_persons']}  labeled keypoints: {pck['num_labeled']}"]
-    for key in (HEADLINE, BBOX, HEAD):
-        if key in pck:
-            lines.append(f"{key:>16}: {fmt(pck[key])}")
-    metric_names = list(pck["per_keypoint"])
-    lines.append(f"{'keypoint':>16}  " + "  ".join(f"{m:>14}" for m in metric_names))
-    for name in next(iter(pck["per_keypoint"].values())):
-        values = "  ".join(f"{fmt(pck['per_keypoint'][m][name]):>14}" for m in metric_names)
-        lines.append(f"{name:>16}  {values}")
+    lines = [f"persons: {scores['num_persons']}  labeled keypoints: {scores['num_labeled']}"]
+    for name in scores["metrics"]:
+        lines.append(f"{name:>16}: {fmt(scores[name])}  ({scores['num_scored'][name]} persons)")
+    names = scores["metrics"]
+    lines.append(f"{'keypoint':>16}  " + "  ".join(f"{m:>14}" for m in names))
+    for keypoint in scores["per_keypoint"][names[0]]:
+        values = "  ".join(f"{fmt(scores['per_keypoint'][m][keypoint]):>14}" for m in names)
+        lines.append(f"{keypoint:>16}  {values}")
     if report.get("coco"):
         coco = report["coco"]
         lines.append("COCO keypoints (" + f"{coco['num_images']} images, "
                      f"{coco['num_results']} results):")
         lines.append(coco["summary"])
+    elif report.get("coco_skipped"):
+        lines.append(f"COCO AP skipped: {report['coco_skipped']}")
     return "\n".join(lines)

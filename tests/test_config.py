@@ -93,3 +93,24 @@ def test_shipped_pipelines_name_real_model_options(path):
     parameters = inspect.signature(MODELS[pipeline.model.name]).parameters
     unknown = set(pipeline.model.options) - set(parameters)
     assert not unknown, f"{path.name}: {pipeline.model.name} has no option(s) {unknown}"
+
+
+def test_metrics_key_defaults_round_trips_and_names_bad_metrics(tmp_path):
+    assert load_pipeline(None).callbacks.metrics == ["pck_torso@0.2", "pck_bbox@0.05"]
+    path = tmp_path / "mpii.toml"
+    path.write_text('name = "mpii"\n[data]\nkeypoint_set = "mpii16"\n[callbacks]\n'
+                    'metrics = ["pckh@0.5", "pck_torso@0.1", "poster_acc"]\n')
+    pipeline = load_pipeline(path)
+    assert pipeline.callbacks.metrics == ["pckh@0.5", "pck_torso@0.1", "poster_acc"]
+    assert pipeline_from_dict(tomllib.loads(to_toml(pipeline))) == pipeline
+    with pytest.raises(PipelineError) as error:
+        load_pipeline(path, ['callbacks.metrics=["pck_torso", "pckh_at_half"]'])
+    message = str(error.value)
+    assert "[callbacks] metrics" in message and "unknown metric 'pckh_at_half'" in message
+    assert "pck_torso@<threshold>" in message and "poster_acc@<threshold>" in message
+    # PCKh on COCO's keypoints: no head pair, refused at load rather than at the first PCK.
+    with pytest.raises(PipelineError, match="pckh@0.5: keypoint set 'coco17' defines no head "
+                       "pair"):
+        load_pipeline(path, ['data.keypoint_set="coco17"'])
+    with pytest.raises(PipelineError, match="non-empty list"):
+        load_pipeline(None, ["callbacks.metrics=[]"])

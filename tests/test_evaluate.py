@@ -12,7 +12,7 @@ import pytest
 
 from keras_pose import evaluate
 from keras_pose.io import write_json_atomic
-from keras_pose.keypoints import COCO17
+from keras_pose.keypoints import COCO17, LSP14
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,11 +36,11 @@ def test_ground_truth_as_predictions_scores_one(coco_truth):
     assert len(truth["annotation_id"]) == sum(
         1 for a in coco.dataset["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"])
     report = evaluate.score_predictions(_as_predictions(truth), path, keypoint_set=COCO17)
-    assert report["pck"]["pck_torso@0.2"] == 1.0
-    assert report["pck"]["pck_bbox@0.05"] == 1.0
+    assert report["metrics"]["pck_torso@0.2"] == 1.0
+    assert report["metrics"]["pck_bbox@0.05"] == 1.0
     assert report["coco"]["AP"] == pytest.approx(1.0)
     assert report["coco"]["AR"] == pytest.approx(1.0)
-    assert report["pck"]["num_labeled"] == int((truth["visibility"] > 0).sum())
+    assert report["metrics"]["num_labeled"] == int((truth["visibility"] > 0).sum())
 
 
 def test_known_offsets_give_hand_computed_pck(coco_truth):
@@ -55,7 +55,7 @@ def test_known_offsets_give_hand_computed_pck(coco_truth):
         [0.6 * distance, 0.8 * distance], axis=-1)[:, None, :].astype(np.float32)
     labeled = (truth["visibility"] > 0).sum(axis=1)
     expected = labeled[factors < 0.05].sum() / labeled.sum()
-    report = evaluate.pck_report(predictions, COCO17)
+    report = evaluate.metric_report(predictions, COCO17)
     assert report["pck_bbox@0.05"] == pytest.approx(expected)
     # Per keypoint: nose is correct for the even persons that have a labeled nose.
     nose = truth["visibility"][:, 0] > 0
@@ -79,14 +79,14 @@ def test_results_without_annotation_ids_are_matched_by_oks(coco_truth):
     np.testing.assert_allclose(matched["keypoints"][others],
                                predictions["keypoints"][others], atol=1e-3)
     assert missing["image_id"] == int(truth["image_id"][3])
-    report = evaluate.pck_report(matched, COCO17)
+    report = evaluate.metric_report(matched, COCO17)
     labeled = (truth["visibility"] > 0).sum(axis=1)
     assert report["pck_bbox@0.05"] == pytest.approx(1 - labeled[3] / labeled.sum())
 
 
 def test_chart_and_json_writing(tmp_path, coco_truth):
     _, _, truth = coco_truth
-    report = evaluate.pck_report(_as_predictions(truth), COCO17)
+    report = evaluate.metric_report(_as_predictions(truth), COCO17)
     chart = evaluate.draw_pck_chart(report["per_keypoint"])
     assert chart.dtype == np.uint8 and chart.shape[0] > 17 * 20
     # Bar length is proportional to the value: halving every value halves the bar pixels of
@@ -118,7 +118,8 @@ def test_cli_scores_a_results_file(tmp_path, coco_truth):
     assert completed.returncode == 0, completed.stderr
     assert "pck_torso@0.2" in completed.stdout
     report = json.loads((out / "evaluation.json").read_text())
-    assert report["pck"]["pck_torso@0.2"] == 1.0 and report["coco"]["AP"] == pytest.approx(1.0)
+    assert report["metrics"]["pck_torso@0.2"] == 1.0
+    assert report["coco"]["AP"] == pytest.approx(1.0)
     assert (out / "pck_per_keypoint.png").stat().st_size > 1000
 
 
@@ -216,7 +217,7 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
                       str(annotations), "--output", str(out), "--batch-size", "3"]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     results = json.loads((out / "results.json").read_text())
-    assert len(results) == manifest["num_records"] == report["pck"]["num_persons"]
+    assert len(results) == manifest["num_records"] == report["metrics"]["num_persons"]
     assert report["coco"]["num_results"] == len(results)
     assert 0.0 <= report["coco"]["AP"] < 0.5  # a constant pose is a poor pose
     assert (out / "pck_per_keypoint.png").exists()
@@ -227,9 +228,127 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     out2 = tmp_path / "saved_model"
     assert tool.main(["--model", str(version), "--records", pattern, "--annotations",
                       str(annotations), "--output", str(out2)]) == 0
+    assert tool.main(["--model", str(version), "--records", pattern, "--output",
+                      str(tmp_path / "refused"), "--metrics", "pck_torso@0.2,poster_acc@0.5"]) == 2
+    assert "poster_acc@0.5: it needs heatmaps and a SavedModel returns keypoints" in (
+        capsys.readouterr().err)
     results2 = json.loads((out2 / "results.json").read_text())
     by_id = {r["annotation_id"]: r for r in results}
     for result in results2:
         np.testing.assert_allclose(result["keypoints"], by_id[result["annotation_id"]]
                                    ["keypoints"], atol=2e-3)
-    assert json.loads((out2 / "evaluation.json").read_text())["pck"] == report["pck"]
+    assert json.loads((out2 / "evaluation.json").read_text())["metrics"] == report["metrics"]
+
+
+# -- named metrics, keypoint sets without OKS sigmas ------------------------------------------
+
+
+def test_sets_without_sigmas_get_their_metrics_and_coco_ap_skipped_with_the_reason():
+    rng = np.random.default_rng(6)
+    gt = rng.uniform(20, 180, size=(3, 14, 2)).astype(np.float32)
+    predictions = {"keypoints": gt + 1.0, "scores": np.ones((3, 14), np.float32),
+                   "gt_keypoints": gt, "visibility": np.full((3, 14), 2),
+                   "bbox": np.tile(np.float32([0, 0, 200, 200]), (3, 1)),
+                   "area": np.full(3, 4e4, np.float32), "image_id": np.arange(3),
+                   "annotation_id": np.arange(3)}
+    names = ["pckh@0.5", "pck_torso@0.2", "pck_bbox@0.05"]
+    # No annotations are read: the keypoint set alone rules COCO AP out.
+    report = evaluate.score_predictions(predictions, {"images": []}, keypoint_set=LSP14,
+                                        metric_names=names)
+    assert report["coco"] is None and "'lsp14' has no OKS sigmas" in report["coco_skipped"]
+    scores = report["metrics"]
+    assert scores["metrics"] == names and scores["pckh@0.5"] == 1.0
+    assert set(scores["per_keypoint"]) == set(names)
+    assert list(scores["per_keypoint"]["pckh@0.5"]) == list(LSP14.names)
+    text = evaluate.format_report(report)
+    assert "COCO AP skipped: keypoint set 'lsp14' has no OKS sigmas" in text
+    assert text.index("pckh@0.5:") < text.index("pck_torso@0.2:")
+    with pytest.raises(ValueError, match="defines no head pair"):
+        evaluate.metric_report({**predictions, "keypoints": np.zeros((3, 17, 2))}, COCO17,
+                               ["pckh@0.5"])
+
+
+@pytest.fixture(scope="module")
+def heatmap_model_file(tmp_path_factory):
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_pose import TinyHeatmapPose
+
+    path = tmp_path_factory.mktemp("heatmap") / "tiny.keras"
+    model = TinyHeatmapPose(num_keypoints=17, input_size=64, seed=1)
+    model.save(path)
+    return path, model
+
+
+def _load_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tool_evaluate", REPO / "tools" / "evaluate.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _reference_poster_accuracy(model, pattern, threshold):
+    """pytorch-pose's accuracy on the model's heatmaps and the training targets of the crops."""
+    from keras_pose import augment, decode, metrics, targets
+    from keras_pose.data.dataset import make_dataset
+
+    batches = list(make_dataset(pattern, batch_size=64, num_keypoints=17, training=False,
+                                deterministic=True))
+    assert len(batches) == 1
+    batch = batches[0]
+    images = batch["image"]
+    matrices = augment.resize_matrices(images.shape[1], 64, images.shape[0])
+    heatmaps = np.asarray(decode._last(model(augment.warp_images(images, matrices, 64,
+                                                                 "gather"))))
+    keypoints = np.asarray(batch["keypoints"]) * 64 / images.shape[1]
+    weights = targets.keypoint_weights(keypoints, batch["visibility"], 64)
+    target = np.asarray(targets.render_heatmaps(keypoints, weights, 64, 16))
+    return metrics.poster_accuracy(heatmaps, target, threshold)
+
+
+def test_evaluate_cli_metrics_option_with_a_heatmap_model(records, heatmap_model_file, tmp_path,
+                                                          capsys):
+    pattern, manifest = records
+    path, model = heatmap_model_file
+    tool = _load_tool()
+    out = tmp_path / "eval"
+    assert tool.main(["--model", str(path), "--records", pattern, "--output", str(out),
+                      "--metrics", "pck_torso@0.2, poster_acc@0.5,pck_bbox@0.1,poster_acc@3"]
+                     ) == 0
+    report = json.loads((out / "evaluation.json").read_text())["metrics"]
+    names = ["pck_torso@0.2", "poster_acc@0.5", "pck_bbox@0.1", "poster_acc@3.0"]
+    assert report["metrics"] == names and set(report["per_keypoint"]) == set(names)
+    assert report["num_scored"]["poster_acc@0.5"] == manifest["num_records"]
+    # An untrained network is rarely within half a unit; three units give a spread of values.
+    for threshold in (0.5, 3.0):
+        reference = _reference_poster_accuracy(model, pattern, threshold)
+        name = f"poster_acc@{threshold}"
+        assert report[name] == pytest.approx(reference.overall)
+        expected = [None if np.isnan(v) else pytest.approx(v) for v in reference.per_keypoint]
+        assert list(report["per_keypoint"][name].values()) == expected
+    assert 0.2 < report["poster_acc@3.0"] < 0.9, report["poster_acc@3.0"]
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in names)
+    assert (out / "pck_per_keypoint.png").stat().st_size > 1000
+
+
+def test_evaluate_cli_refuses_metrics_it_cannot_compute(records, constant_run, coco_truth,
+                                                        tmp_path, capsys):
+    pattern, _ = records
+    run, _, _ = constant_run
+    path, _, truth = coco_truth
+    tool = _load_tool()
+    common = ["--records", pattern, "--output", str(tmp_path / "o")]
+    assert tool.main(["--model", str(run), *common, "--metrics", "pck_torso,poster_acc"]) == 2
+    assert "poster_acc@0.5: it needs heatmaps and the model 'constant_coordinate_pose' " \
+        "outputs coordinates" in capsys.readouterr().err
+    assert tool.main(["--model", str(run), *common, "--metrics", "pck_tosro@0.2"]) == 2
+    assert "unknown metric 'pck_tosro@0.2'; valid metrics" in capsys.readouterr().err
+    assert tool.main(["--model", str(run), *common, "--metrics", "pckh@0.5"]) == 2
+    assert "keypoint set 'coco17' defines no head pair" in capsys.readouterr().err
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(evaluate.to_coco_results(_as_predictions(truth))))
+    assert tool.main(["--predictions", str(results), "--annotations", str(path), "--output",
+                      str(tmp_path / "p"), "--metrics", "poster_acc"]) == 2
+    assert "a COCO results file holds keypoints in image pixels only" in capsys.readouterr().err

@@ -140,8 +140,9 @@ def test_mixed_bfloat16_trains_with_float32_outputs_loss_and_decoding(policy):
     assert keras.backend.standardize_dtype(scores.dtype) == "float32"
     # The evaluation path: reader batch -> keypoints in source-image pixels, float32.
     predict = evaluate.make_predict_function(network, keypoint_set=TEST_SET)
-    image_points, image_scores = predict({"image": tf.constant(batch["image"]),
-                                          "crop_box": tf.constant(batch["crop_box"])})
+    output = predict({"image": tf.constant(batch["image"]),
+                      "crop_box": tf.constant(batch["crop_box"])})
+    image_points, image_scores = output["keypoints"], output["scores"]
     assert image_points.dtype == tf.float32 and image_scores.dtype == tf.float32
     assert tuple(image_points.shape) == (4, K, 2)
     assert np.all(np.isfinite(image_points.numpy()))

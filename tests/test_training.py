@@ -91,7 +91,8 @@ def test_train_writes_everything_a_user_needs(tmp_path):
     assert "val PCK@0.2 torso" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["val_pck_torso@0.2"] <= 1.0
-    assert set(summary["per_keypoint_torso@0.2"]) >= {"nose", "left_ankle"}
+    assert summary["headline"] == "pck_torso@0.2"
+    assert set(summary["per_keypoint_pck_torso@0.2"]) >= {"nose", "left_ankle"}
     # TensorFlow alone takes a few hundred MiB; a figure near 0 would be a unit mistake.
     assert 200 < summary["peak_rss_mib"] < 16_000, summary["peak_rss_mib"]
     assert f"peak memory {summary['peak_rss_mib']:,} MiB" in result.stdout
@@ -104,8 +105,8 @@ def test_train_writes_everything_a_user_needs(tmp_path):
     scalars = tags["scalars"]
     for tag in ("train/epoch_loss", "train/epoch_loss_stack_1", "train/epoch_loss_stack_2",
                 "train/epoch_learning_rate", "validation/epoch_loss", "validation/epoch_pck",
-                "validation/epoch_pck_bbox", "pose/pck_keypoint/nose",
-                "pose/pck_keypoint/right_ankle"):
+                "validation/epoch_pck_bbox", "pose/keypoint_pck_torso@0.2/nose",
+                "pose/keypoint_pck_bbox@0.05/right_ankle"):
         assert tag in scalars, (tag, sorted(scalars))
     assert {"pose/skeletons/ground_truth_vs_predicted",
             "pose/heatmaps/target_vs_predicted"} <= tags["images"]
@@ -173,3 +174,167 @@ def test_killed_run_resumes_and_finishes_planned_epochs(tmp_path):
     # The resumed run trained exactly the remaining planned epochs, in order.
     assert done[len(done_before):] == list(range(resume_from, epochs)), (done_before, done)
     assert not (out / "backup").exists()
+
+
+# -- the configured metrics ---------------------------------------------------------------------
+
+
+def _lsp_val_batches(count: int = 6, crop: int = 32):
+    """Reader-like batches of lsp14 persons (crop pixels map to image pixels by x2 + offset)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    keypoints = rng.uniform(2, crop - 2, size=(count, 14, 2)).astype(np.float32)
+    crop_box = np.tile(np.float32([10, 20, 2 * crop, 2 * crop]), (count, 1))
+    visibility = np.full((count, 14), 2, np.int32)
+    visibility[0, 3] = 0
+    data = {
+        "image": rng.integers(0, 255, size=(count, crop, crop, 3)).astype(np.uint8),
+        "keypoints": keypoints,
+        "image_keypoints": crop_box[:, None, :2] + 2 * keypoints,
+        "crop_box": crop_box,
+        "visibility": visibility,
+        "bbox": np.tile(np.float32([20, 30, 40, 50]), (count, 1)),
+        "area": np.full(count, 2000, np.float32),
+        "image_id": np.arange(count, dtype=np.int64),
+        "annotation_id": np.arange(count, dtype=np.int64),
+        "head_size": np.float32([12, 0, 30, 0, 5, 8])[:count],
+    }
+    return tf.data.Dataset.from_tensor_slices(data).batch(4)
+
+
+def test_pck_callback_logs_the_configured_metrics(tmp_path):
+    import types
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_pose import TinyHeatmapPose
+
+    from keras_pose import evaluate
+    from keras_pose.keypoints import COCO17, LSP14
+    from keras_pose.training.callbacks import PCKCallback
+
+    names = ["pckh@0.5", "pck_torso@0.1", "poster_acc@0.5", "pck_bbox@0.05"]
+    network = TinyHeatmapPose(num_keypoints=14, input_size=32)
+    callback = PCKCallback(_lsp_val_batches(), LSP14, log_dir=str(tmp_path / "pose"),
+                           total_epochs=1, metric_names=names)
+    callback.set_model(types.SimpleNamespace(network=network, sampler="gather"))
+    assert callback.monitor == "val_pckh@0.5"
+    logs: dict = {}
+    callback.on_epoch_end(0, logs)
+    assert list(logs) == ["val_pckh@0.5", "val_pck_torso@0.1", "val_poster_acc@0.5",
+                          "val_pck_bbox"]
+    expected = evaluate.metric_report(
+        evaluate.predict_records(network, _lsp_val_batches(), keypoint_set=LSP14), LSP14, names)
+    for name, key in zip(names, logs, strict=True):
+        assert logs[key] == (expected[name] or 0.0)
+    assert callback.last["per_keypoint"] == expected["per_keypoint"]
+    scalars = event_tags(tmp_path)["scalars"]
+    for name in names:
+        assert f"pose/keypoint_{name}/head_top" in scalars, sorted(scalars)
+    with pytest.raises(ValueError, match="'pckh@half': the threshold after '@'"):
+        PCKCallback(_lsp_val_batches(), LSP14, metric_names=["pckh@half"])
+    with pytest.raises(ValueError, match="defines no head pair"):
+        PCKCallback(_lsp_val_batches(), COCO17, metric_names=["pckh"])
+
+
+def test_best_checkpoint_ignores_a_record_of_another_monitor(tmp_path):
+    from keras_pose.io import write_json_atomic
+    from keras_pose.training.callbacks import BestNetworkCheckpoint
+
+    path = tmp_path / "model.keras"
+    write_json_atomic(path.with_suffix(".best.json"), {"monitor": "val_pck", "value": 0.9,
+                                                       "epoch": 3})
+    assert BestNetworkCheckpoint(None, path, monitor="val_pck").best == 0.9
+    assert BestNetworkCheckpoint(None, path, monitor="val_pckh@0.5").best == float("-inf")
+
+
+def test_poster_accuracy_with_a_coordinate_model_is_refused_at_start():
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_pose import TinyCoordinatePose, TinyHeatmapPose
+
+    from keras_pose.keypoints import LSP14
+    from keras_pose.training import run
+    from keras_pose.training.config import PipelineError, load_pipeline
+
+    pipeline = load_pipeline(None, ['data.keypoint_set="lsp14"',
+                                    'callbacks.metrics=["pck_torso", "poster_acc"]'])
+    network = TinyCoordinatePose(num_keypoints=14)
+    with pytest.raises(PipelineError, match="poster_acc@0.5: it needs heatmaps and the model "
+                       "'tiny_coordinate_pose' outputs coordinates"):
+        run._checked_metrics(pipeline, LSP14, network)
+    heatmaps = TinyHeatmapPose(num_keypoints=14, input_size=32)
+    assert run._checked_metrics(pipeline, LSP14, heatmaps) == ["pck_torso", "poster_acc"]
+
+
+# COCO joint (or pair averaged) for each lsp14 joint: enough to make an LSP-style dataset out
+# of the synthetic persons (head top stands on the nose).
+LSP_FROM_COCO = (16, 14, 12, 11, 13, 15, 10, 8, 6, 5, 7, 9, (5, 6), 0)
+
+
+def _as_lsp14(coco_json: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
+    """The synthetic COCO annotations re-labeled with lsp14's keypoints."""
+    import numpy as np
+
+    from keras_pose.keypoints import LSP14
+
+    data = json.loads(coco_json.read_text())
+    for ann in data["annotations"]:
+        coco = np.asarray(ann["keypoints"], np.float64).reshape(17, 3)
+        lsp = []
+        for source in LSP_FROM_COCO:
+            if isinstance(source, tuple):
+                pair = coco[list(source)]
+                labeled = bool(np.all(pair[:, 2] > 0))
+                lsp.append([*pair[:, :2].mean(0), 2.0] if labeled else [0.0, 0.0, 0.0])
+            else:
+                lsp.append(coco[source].tolist())
+        ann["keypoints"] = [float(v) for point in lsp for v in point]
+        ann["num_keypoints"] = int(sum(point[2] > 0 for point in lsp))
+    data["categories"] = [{"id": 1, "name": "person", "keypoints": list(LSP14.names),
+                           "skeleton": [[a + 1, b + 1] for a, b in LSP14.skeleton]}]
+    output.write_text(json.dumps(data))
+    return output
+
+
+def test_a_run_on_a_keypoint_set_without_oks_sigmas_skips_coco_ap(tmp_path, capsys):
+    from keras_pose.data import convert, synthetic
+    from keras_pose.training.config import load_pipeline
+    from keras_pose.training.run import format_summary, train
+
+    splits = synthetic.make_splits(tmp_path / "synthetic", 4, 3, 0, image_size=64,
+                                   progress=False)
+    records = tmp_path / "records"
+    for split, coco_json in splits.items():
+        lsp = _as_lsp14(coco_json, coco_json.with_name("lsp14.json"))
+        convert.convert_coco(lsp, coco_json.parent / "images", records, split, workers=0,
+                             crop_size=32, progress=False, log=lambda message: None)
+    pipeline = load_pipeline(None, [
+        'name="lsp"', 'model.name="stacked_hourglass"', "model.input_size=32",
+        "model.options={num_stacks=1, num_features=8, depth=1}",
+        'data.keypoint_set="lsp14"', "data.crop_size=32", "data.shuffle_buffer=8",
+        f'data.train_records="{records}/train-*.tfrecord"',
+        f'data.val_records="{records}/val-*.tfrecord"',
+        f'data.val_annotations="{splits["val"].with_name("lsp14.json")}"',
+        "train.batch_size=2", "train.epochs=1", "train.steps_per_epoch=2",
+        'callbacks.metrics=["pckh@0.5", "pck_torso@0.2", "poster_acc@0.5"]',
+        "callbacks.num_images=1", "export.enabled=true", 'export.name="lsp"',
+        f'export.base="{tmp_path / "saved_models"}"',
+    ])
+    summary = train(pipeline, tmp_path / "run", verbose=0)
+    printed = capsys.readouterr().out
+    assert "COCO AP skipped: keypoint set 'lsp14' has no OKS sigmas" in printed
+    assert summary["coco_ap"] is None and "no OKS sigmas" in summary["coco_skipped"]
+    assert summary["headline"] == "pckh@0.5"
+    for name in ("pckh@0.5", "pck_torso@0.2", "poster_acc@0.5"):
+        assert summary[f"val_{name}"] is None or 0.0 <= summary[f"val_{name}"] <= 1.0
+    assert list(summary["per_keypoint_pckh@0.5"])[-2:] == ["neck", "head_top"]
+    assert pathlib.Path(summary["export"], "saved_model.pb").exists()
+    best = json.loads((tmp_path / "run" / "model.best.json").read_text())
+    assert best["monitor"] == "val_pckh@0.5"
+    evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert set(evaluation["metrics"]["per_keypoint"]) == {"pckh@0.5", "pck_torso@0.2",
+                                                           "poster_acc@0.5"}
+    text = format_summary(summary)
+    assert "val PCKh@0.5 :" in text and "PCK@0.2 torso:" in text and "poster acc@0.5:" in text
+    assert "COCO AP: skipped (no OKS sigmas)" in text and "per keypoint (PCKh@0.5):" in text

@@ -1,13 +1,19 @@
-"""Score a pose model or a COCO results file: PCK (torso@0.2, bbox@0.05, per keypoint), COCO AP.
+"""Score a pose model or a COCO results file: named metrics overall and per keypoint, COCO AP.
 
     python tools/evaluate.py --model runs/NAME --records 'data/coco/val-*.tfrecord' \
         --annotations person_keypoints_val2017.json [--flip-test]
+    python tools/evaluate.py --model runs/NAME --records 'data/mpii/val-*.tfrecord' \
+        --metrics pck_torso@0.2,pckh@0.5,poster_acc@0.5
     python tools/evaluate.py --predictions results.json --annotations person_keypoints_val2017.json
 
 ``--model`` takes a run directory, a ``.keras`` file or a SavedModel (a version directory or a
-``saved_models/NAME`` base, whose newest version is used). Writes ``evaluation.json``,
-``pck_per_keypoint.png`` and (with ``--model``) ``results.json`` in COCO results format to
-``--output``.
+``saved_models/NAME`` base, whose newest version is used). ``--metrics`` (default
+pck_torso@0.2,pck_bbox@0.05): pck_torso@A, pck_bbox@A, pckh@A and poster_acc@T; the poster's
+accuracy needs the model's heatmaps, so it takes a run directory or .keras file of a heatmap
+model (not a SavedModel or a results file). COCO AP needs annotations and a keypoint set with
+OKS sigmas; otherwise it is skipped and the report says why. Writes ``evaluation.json``,
+``pck_per_keypoint.png`` (every metric per keypoint) and (with ``--model``) ``results.json`` in
+COCO results format to ``--output``.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", help="TFRecord glob of the evaluation persons (--model)")
     parser.add_argument("--annotations", help="COCO keypoint annotations JSON (for AP, and "
                         "ground truth for --predictions)")
-    parser.add_argument("--keypoint-set", help="coco17 or mpii16 (default: from the run's "
-                        "pipeline, else the annotations, else the keypoint count)")
+    parser.add_argument("--keypoint-set", help="coco17, mpii16 or lsp14 (default: from the "
+                        "run's pipeline, else the annotations, else the keypoint count)")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated metric names, headline first (default "
+                        "pck_torso@0.2,pck_bbox@0.05); e.g. pck_torso@0.2,pckh@0.5,poster_acc@0.5")
     parser.add_argument("--flip-test", action="store_true",
                         help="average with the mirrored input's prediction (Keras models)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -47,16 +56,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def metric_names(text: str | None) -> list[str]:
+    """``--metrics`` as canonical names (the default pair when not given)."""
+    from keras_pose import metrics
+
+    if text is None:
+        return list(metrics.DEFAULT_METRICS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return [spec.name for spec in metrics.parse_metrics(names)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import json
 
-    from keras_pose import evaluate
+    from keras_pose import evaluate, metrics
     from keras_pose.io import write_json_atomic
     from keras_pose.keypoints import get_keypoint_set
 
     output = pathlib.Path(args.output)
     try:
+        names = metric_names(args.metrics)
         keypoint_set = get_keypoint_set(args.keypoint_set) if args.keypoint_set else None
         coco = evaluate.load_coco(args.annotations) if args.annotations else None
         if args.predictions:
@@ -70,18 +90,21 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(results, list) or not results:
                 raise ValueError(f"{path}: expected a non-empty JSON list of COCO results")
             keypoint_set = keypoint_set or evaluate.keypoint_set_for(coco)
+            metrics.check_metrics(metrics.parse_metrics(names), keypoint_set,
+                                  no_heatmaps=evaluate.RESULTS_NO_HEATMAPS)
             predictions, info = evaluate.match_results(results, coco, keypoint_set=keypoint_set)
             report = evaluate.score_predictions(predictions, coco, keypoint_set=keypoint_set,
-                                                results=results)
+                                                metric_names=names, results=results)
             report["matching"] = info
             report["predictions"] = str(path)
         else:
             predictions, keypoint_set = evaluate.predict_model_records(
                 args.model, args.records, keypoint_set=keypoint_set, coco=coco,
                 flip_test=args.flip_test, batch_size=args.batch_size,
-                max_batches=args.max_batches, progress=True,
+                max_batches=args.max_batches, progress=True, metric_names=names,
             )
-            report = evaluate.score_predictions(predictions, coco, keypoint_set=keypoint_set)
+            report = evaluate.score_predictions(predictions, coco, keypoint_set=keypoint_set,
+                                                metric_names=names)
             write_json_atomic(output / "results.json", evaluate.to_coco_results(predictions))
             report.update(model=str(args.model), records=args.records, flip_test=args.flip_test)
     except (ValueError, FileNotFoundError, OSError) as error:
@@ -91,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     report["annotations"] = args.annotations
     print(evaluate.format_report(report))
     write_json_atomic(output / "evaluation.json", report)
-    chart = evaluate.draw_pck_chart(report["pck"]["per_keypoint"],
-                                    title=f"per-keypoint PCK ({report['pck']['num_persons']} "
-                                    "persons)")
+    chart = evaluate.draw_pck_chart(report["metrics"]["per_keypoint"],
+                                    title=f"per-keypoint accuracy "
+                                    f"({report['metrics']['num_persons']} persons)")
     evaluate.write_png(output / "pck_per_keypoint.png", chart)
     print(f"wrote {output / 'evaluation.json'} and {output / 'pck_per_keypoint.png'}")
     return 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_pose import evaluate
+from keras_pose import evaluate, metrics
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
 
@@ -24,23 +25,34 @@ def atomic_save_network(network: keras.Model, path: pathlib.Path) -> None:
 
 
 class PCKCallback(keras.callbacks.Callback):
-    """Computes PCK on the validation records every ``every`` epochs.
+    """Scores the configured metrics on the validation records every ``every`` epochs.
 
-    Writes ``val_pck`` (PCK@0.2 torso) and ``val_pck_bbox`` (PCK@0.05 bbox) into the epoch logs,
-    so that checkpointing, early stopping and TensorBoard see them (place this callback before
-    them), and per-keypoint PCK to TensorBoard under ``pck_keypoint/<name>``.
+    Writes each metric into the epoch logs under its ``MetricSpec.log_name`` (``val_pck`` for
+    ``pck_torso@0.2``, ``val_pck_bbox`` for ``pck_bbox@0.05``, ``val_<name>`` otherwise), so
+    that checkpointing, early stopping and TensorBoard see them (place this callback before
+    them), and per-keypoint values to TensorBoard under ``keypoint_<name>/<keypoint>``.
 
     Args:
         dataset: validation reader batches (finite).
         keypoint_set: names for the per-keypoint scalars.
         every: evaluate every N epochs (and always at the last epoch).
         log_dir: TensorBoard directory for the per-keypoint scalars, or ``None``.
+        total_epochs: the run's epochs (the last one is always scored).
+        flip_test: average with the mirrored input's prediction.
+        metric_names: the metrics, the monitored headline first (default: PCK@0.2 torso and
+            PCK@0.05 bbox).
+
+    Raises:
+        ValueError: an unknown metric, or one undefined for the keypoint set.
     """
 
     def __init__(self, dataset, keypoint_set: KeypointSet, every: int = 1,
                  log_dir: str | None = None, total_epochs: int | None = None,
-                 flip_test: bool = False):
+                 flip_test: bool = False,
+                 metric_names: Sequence[str] = metrics.DEFAULT_METRICS):
         super().__init__()
+        self.specs = metrics.parse_metrics(metric_names)
+        metrics.check_metrics(self.specs, keypoint_set)
         self.dataset = dataset
         self.keypoint_set = keypoint_set
         self.every = max(1, int(every))
@@ -49,6 +61,11 @@ class PCKCallback(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
         self._predict = None
         self.last: dict | None = None
+
+    @property
+    def monitor(self) -> str:
+        """The headline's epoch-log name: what the best checkpoint and early stopping watch."""
+        return self.specs[0].log_name
 
     def on_epoch_end(self, epoch, logs=None):
         last_epoch = self.total_epochs is not None and epoch + 1 == self.total_epochs
@@ -62,18 +79,23 @@ class PCKCallback(keras.callbacks.Callback):
         predictions = evaluate.predict_records(network, self.dataset,
                                                keypoint_set=self.keypoint_set,
                                                predict_function=self._predict)
-        report = evaluate.pck_report(predictions, self.keypoint_set)
+        report = evaluate.metric_report(predictions, self.keypoint_set,
+                                        [spec.name for spec in self.specs])
         self.last = report
         if logs is not None:
-            logs["val_pck"] = report[evaluate.HEADLINE] or 0.0
-            logs["val_pck_bbox"] = report[evaluate.BBOX] or 0.0
+            for spec in self.specs:
+                # An undefined value (no person scored) logs 0 so monitors always see a number.
+                logs[spec.log_name] = report[spec.name] or 0.0
         if self.writer is not None:
-            per_keypoint = report["per_keypoint"][evaluate.HEADLINE]
-            with self.writer.as_default(step=epoch):
-                for name, value in per_keypoint.items():
+            self._write_per_keypoint(report, epoch)
+
+    def _write_per_keypoint(self, report: dict, epoch: int) -> None:
+        with self.writer.as_default(step=epoch):
+            for spec in self.specs:
+                for name, value in report["per_keypoint"][spec.name].items():
                     if value is not None:
-                        tf.summary.scalar(f"pck_keypoint/{name}", value)
-            self.writer.flush()
+                        tf.summary.scalar(f"keypoint_{spec.name}/{name}", value)
+        self.writer.flush()
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -119,7 +141,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 class BestNetworkCheckpoint(keras.callbacks.Callback):
     """Keeps ``path`` (a ``.keras`` file of the network) at the best ``monitor`` value so far.
 
-    The best value is stored beside it, so a resumed run does not overwrite a better model.
+    The best value is stored beside it, so a resumed run does not overwrite a better model; a
+    stored value of another monitor (the headline metric was changed) is not compared with.
     """
 
     def __init__(self, network: keras.Model, path: str | pathlib.Path, monitor: str = "val_pck",
@@ -132,7 +155,9 @@ class BestNetworkCheckpoint(keras.callbacks.Callback):
         self.record_path = self.path.with_suffix(".best.json")
         self.best = -np.inf
         if self.record_path.exists():
-            self.best = self.sign * json.loads(self.record_path.read_text())["value"]
+            record = json.loads(self.record_path.read_text())
+            if record.get("monitor", monitor) == monitor:
+                self.best = self.sign * record["value"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)

@@ -16,8 +16,10 @@ from typing import Any
 
 import tomllib
 
+from keras_pose import metrics
 from keras_pose.augment import AugmentConfig
 from keras_pose.data.source import parse_range
+from keras_pose.keypoints import KEYPOINT_SETS
 
 
 class PipelineError(ValueError):
@@ -164,8 +166,15 @@ class TrainSection:
 
 @dataclasses.dataclass
 class CallbacksSection:
-    """``[callbacks]``: PCK evaluation, TensorBoard images, checkpoints."""
+    """``[callbacks]``: metrics on the validation records, TensorBoard images, checkpoints.
 
+    ``metrics`` names what is scored (``keras_pose.metrics``: ``pck_torso@0.2``,
+    ``pck_bbox@0.05``, ``pckh@0.5``, ``poster_acc@0.5``, any threshold after the ``@``) every
+    ``pck_every`` epochs and at the end; the first is the headline: the best checkpoint and
+    early stopping monitor it and the closing summary leads with it.
+    """
+
+    metrics: list = dataclasses.field(default_factory=lambda: list(metrics.DEFAULT_METRICS))
     pck_every: int = 1
     images_every: int = 1
     num_images: int = 4
@@ -223,6 +232,19 @@ class Pipeline:
         for section, key in positive:
             if getattr(getattr(self, section), key) <= 0:
                 raise PipelineError(f"{source}: [{section}] {key} must be > 0")
+        self._validate_metrics(source)
+
+    def _validate_metrics(self, source: str) -> None:
+        """Known metric names, each defined for the keypoint set (not a crash at the first
+        evaluation). Whether the model has heatmaps is checked when the run builds it."""
+        names = self.callbacks.metrics
+        try:
+            specs = metrics.parse_metrics(names)
+            keypoint_set = KEYPOINT_SETS.get(self.data.keypoint_set)
+            if keypoint_set is not None:  # an unknown set is reported where it is loaded
+                metrics.check_metrics(specs, keypoint_set)
+        except ValueError as error:
+            raise PipelineError(f"{source}: [callbacks] metrics = {names!r}: {error}") from None
 
 
     def _validate_source(self, source: str) -> None:

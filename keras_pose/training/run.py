@@ -13,7 +13,7 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_pose import augment, evaluate
+from keras_pose import augment, evaluate, metrics
 from keras_pose.data import convert as converter
 from keras_pose.data import dataset as reader
 from keras_pose.data.source import parse_range
@@ -407,12 +407,13 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
 
     logs = work_dir / "logs"
     best_path = work_dir / "model.keras"
+    metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
     pck = cbs.PCKCallback(val_ds, keypoint_set, every=pipeline.callbacks.pck_every,
                           log_dir=str(logs / "pose"), total_epochs=pipeline.train.epochs,
-                          flip_test=pipeline.callbacks.flip_test)
+                          flip_test=pipeline.callbacks.flip_test, metric_names=metric_names)
     callback_list = [
         pck,
-        cbs.BestNetworkCheckpoint(trainer.network, best_path, monitor="val_pck"),
+        cbs.BestNetworkCheckpoint(trainer.network, best_path, monitor=pck.monitor),
         keras.callbacks.TensorBoard(str(logs), profile_batch=pipeline.callbacks.profile_batch),
         keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True),
     ]
@@ -423,7 +424,7 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
             max_images=pipeline.callbacks.num_images))
     if pipeline.callbacks.early_stopping_patience:
         callback_list.append(keras.callbacks.EarlyStopping(
-            "val_pck", mode="max", patience=pipeline.callbacks.early_stopping_patience))
+            pck.monitor, mode="max", patience=pipeline.callbacks.early_stopping_patience))
     # Last, so an epoch counts as done (and is not re-run on resume) only after its PCK,
     # checkpoint and logs are written.
     callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup")))
@@ -448,17 +449,15 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         print(f"warning: [data] val_annotations {annotations!r} not found; no COCO AP",
               flush=True)
         annotations = None
-    report = evaluate.score_predictions(predictions, annotations, keypoint_set=keypoint_set)
+    report = evaluate.score_predictions(predictions, annotations, keypoint_set=keypoint_set,
+                                        metric_names=metric_names)
+    if report.get("coco_skipped"):
+        print(f"COCO AP skipped: {report['coco_skipped']}", flush=True)
     write_json_atomic(work_dir / "evaluation.json", report)
-    pck = report["pck"]
     summary = {
         "pipeline": pipeline.name,
         "model": pipeline.model.name,
-        "val_pck_torso@0.2": pck[evaluate.HEADLINE],
-        "val_pck_bbox@0.05": pck[evaluate.BBOX],
-        "per_keypoint_torso@0.2": pck["per_keypoint"][evaluate.HEADLINE],
-        "val_persons": pck["num_persons"],
-        "coco_ap": report["coco"]["AP"] if report["coco"] else None,
+        **_metric_summary(report),
         "train_seconds": round(train_seconds, 1),
         "run_dir": str(output_dir),
         "tensorboard": f"tensorboard --logdir {output_dir.parent}",
@@ -481,6 +480,37 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     return summary
 
 
+def _checked_metrics(pipeline: Pipeline, keypoint_set, network) -> list[str]:
+    """The configured metric names, checked against the built network: the poster's accuracy
+    needs heatmaps, which only now are known (the keypoint set was checked at load)."""
+    names = list(pipeline.callbacks.metrics)
+    try:
+        metrics.check_metrics(metrics.parse_metrics(names), keypoint_set,
+                              no_heatmaps=evaluate.no_heatmaps_reason(network))
+    except ValueError as error:
+        raise PipelineError(f"[callbacks] metrics = {names!r}: {error}") from None
+    return names
+
+
+def _metric_summary(report: dict) -> dict:
+    """The summary's scores: ``val_<name>`` for every metric, per keypoint for the headline.
+
+    Keys: ``metrics`` (names, headline first), ``headline``, ``val_<name>`` each,
+    ``per_keypoint_<headline>``, ``val_persons``, ``coco_ap`` (``None`` when not computed) and
+    ``coco_skipped`` (why, when the keypoint set has no OKS sigmas).
+    """
+    scores = report["metrics"]
+    headline = scores["metrics"][0]
+    summary = {"metrics": scores["metrics"], "headline": headline}
+    summary.update({f"val_{name}": scores[name] for name in scores["metrics"]})
+    summary[f"per_keypoint_{headline}"] = scores["per_keypoint"][headline]
+    summary["val_persons"] = scores["num_persons"]
+    summary["coco_ap"] = report["coco"]["AP"] if report["coco"] else None
+    if report.get("coco_skipped"):
+        summary["coco_skipped"] = report["coco_skipped"]
+    return summary
+
+
 def _export(pipeline: Pipeline, trainer: PoseTrainer, output_dir: pathlib.Path):
     from keras_pose import export
 
@@ -497,20 +527,25 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def format_summary(summary: dict) -> str:
     """The closing summary as a person reads it at the end of ``tools/train.py``."""
+    specs = [metrics.parse_metric(name) for name in summary["metrics"]]
+    headline, others = specs[0], specs[1:]
+    coco = ""
+    if summary.get("coco_ap") is not None:
+        coco = f"   COCO AP: {summary['coco_ap']:.3f}"
+    elif summary.get("coco_skipped"):
+        coco = "   COCO AP: skipped (no OKS sigmas)"
     lines = [
         "",
         f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
         f"{summary['wall_seconds']:.0f} s "
         f"(training and validation {summary['train_seconds']:.0f} s); "
         f"peak memory {summary['peak_rss_mib']:,} MiB.",
-        f"  val PCK@0.2 torso : {_fmt(summary['val_pck_torso@0.2'])}   "
-        f"PCK@0.05 bbox: {_fmt(summary['val_pck_bbox@0.05'])}   "
-        f"({summary['val_persons']} held-out persons)"
-        + (f"   COCO AP: {summary['coco_ap']:.3f}" if summary.get("coco_ap") is not None
-           else ""),
-        "  per keypoint (PCK@0.2 torso):",
+        f"  val {headline.label} : {_fmt(summary['val_' + headline.name])}   "
+        + "".join(f"{s.label}: {_fmt(summary['val_' + s.name])}   " for s in others)
+        + f"({summary['val_persons']} held-out persons){coco}",
+        f"  per keypoint ({headline.label}):",
     ]
-    items = list(summary["per_keypoint_torso@0.2"].items())
+    items = list(summary[f"per_keypoint_{headline.name}"].items())
     for i in range(0, len(items), 3):
         lines.append("    " + "  ".join(
             f"{n:>15s} {_fmt(v, 2)}" for n, v in items[i:i + 3]))
