@@ -116,7 +116,7 @@ def read_records(out, split="val"):
 
 def expected_box(points_xy: np.ndarray, labeled: np.ndarray) -> np.ndarray:
     low, high = points_xy[labeled].min(axis=0), points_xy[labeled].max(axis=0)
-    pad = 0.15 * (high - low).max()
+    pad = 0.075 * (high - low).max()
     return np.array([*(low - pad), *(high - low + 2 * pad)])
 
 

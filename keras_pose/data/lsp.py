@@ -23,10 +23,11 @@ Coordinates are converted on load to the project convention (``keras_pose.keypoi
 ``(0, 0, 0)``.
 
 The person box (neither release has one) is the labeled joints' extent grown by
-``BOX_EXPANSION`` (15 %) of its larger side on each side: joints are points inside the body,
-and feet, hands and flesh reach past ankles, wrists and hips. With the converter's crop margin
-of 1.25 the crop side is about 1.6 times the joint extent. Boxes are not clipped to the image:
-crops outside it are black.
+``BOX_EXPANSION`` (7.5 %) of its larger side on each side: joints are points inside the body,
+and feet, hands and flesh reach a little past ankles, wrists and head top. With the converter's
+crop margin of 1.25 the crop side is about 1.44 times the joint extent: room for rotation, and
+still most of the crop's pixels on the person (the ``lspet`` pipeline's notes). Boxes are not
+clipped to the image: crops outside it are black.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ LAYOUTS = ("lsp", "lspet")
 # joints.mat axis order of each release: (row of x/y/flag, joint) or (joint, row).
 LAYOUT_SHAPES = {"lsp": (3, 14), "lspet": (14, 3)}
 IMAGE_NAMES = {"lsp": "im{:04d}.jpg", "lspet": "im{:05d}.jpg"}
-BOX_EXPANSION = 0.15
+BOX_EXPANSION = 0.075
 VARIABLE = "joints"
 
 

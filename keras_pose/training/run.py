@@ -140,8 +140,9 @@ def prepare_source_data(pipeline: Pipeline) -> Pipeline:
 
     Records go to ``DIRECTORY/records-CROP/{train,val}-*.tfrecord``. A split is reused when its
     manifest names the same annotation file SHA-256, image range, head boxes, layout, crop size
-    and margin. ``[data] keypoint_set`` becomes the records' (the format decides it), and for
-    COCO ``val_annotations`` the validation annotation file.
+    and margin. ``[data] keypoint_set`` becomes the records' (the format decides it), and
+    ``val_annotations`` the validation split's ground truth (COCO: the source file; the other
+    formats: the converter's ``val.annotations.json``).
 
     Raises:
         RunError: a missing dataset folder or file (the message names it and the key to set),
@@ -178,6 +179,10 @@ def prepare_source_data(pipeline: Pipeline) -> Pipeline:
                "keypoint_set": manifests["train"]["keypoint_set"]}
     if source.format == "coco":
         changes["val_annotations"] = str(_source_split(source, "val")["annotations"])
+    else:
+        # The converter's COCO-format ground truth of the split (COCO AP where the keypoint
+        # set has OKS sigmas; skipped, and said so, where it has none).
+        changes["val_annotations"] = str(records / converter.ground_truth_name("val"))
     return dataclasses.replace(pipeline, data=dataclasses.replace(data, **changes))
 
 
