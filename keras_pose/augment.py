@@ -51,6 +51,8 @@ import numpy as np
 from keras import ops
 
 SAMPLERS = ("gather", "affine_transform")
+DISTRIBUTIONS = ("uniform", "clipped_normal")
+SCALE_MODES = ("linear", "log2")
 _SAMPLER_ALIASES = {"affine": "affine_transform"}
 
 # Columns of the single uniform draw made per sample (one draw keeps int seeds independent).
@@ -63,23 +65,42 @@ class AugmentConfig:
     """Ranges of the random transform; the pipeline file sets these fields.
 
     Defaults follow the Residual Stacked Hourglass poster (rotation +-40 degrees, scale +-30%,
-    translation 2% of the input size) plus the usual horizontal flip; the rotation probability
-    follows the official hourglass code (``pose-hg-train`` rotates 40% of the samples).
+    translation 2% of the input size, each uniform) plus the usual horizontal flip; the
+    rotation probability follows the official hourglass code (``pose-hg-train`` rotates 40% of
+    the samples).
+
+    ``distribution`` says how ``rotation``, ``scale`` and ``translation`` are read:
+
+    - ``"uniform"`` (default): each is the half-width of a uniform draw, e.g. the angle is
+      uniform in ``[-rotation, rotation]``.
+    - ``"clipped_normal"``: each is the standard deviation of a normal draw clipped at two
+      standard deviations, e.g. the angle is ``clip(N(0, rotation^2), -2 rotation,
+      2 rotation)``. This is ``rnd(x) = max(-2x, min(2x, randn() * x))`` of the hourglass
+      code (``pose-hg-train`` ``src/util/pose.lua``); 4.55% of the draws sit on a clip bound.
+
+    ``scale_mode`` says how the scale draw ``d`` becomes a zoom factor: ``"linear"``
+    (default) ``1 + d``; ``"log2"`` ``2 ** d``, as the hourglass code scales its crop by
+    ``2 ^ rnd(0.25)`` (zoom in ``[2 ** -0.5, 2 ** 0.5]``, symmetric in log scale).
 
     Args:
-        rotation: maximum absolute rotation; the angle is uniform in
-            ``[-rotation, rotation]``.
+        rotation: rotation range in degrees (half-width or standard deviation, above).
         rotation_prob: probability that a sample is rotated at all.
-        scale: maximum relative zoom; the zoom factor is uniform in ``[1 - scale, 1 + scale]``
-            (above 1 the person appears larger).
-        translation: maximum shift as a fraction of the input size, uniform per axis in
-            ``[-translation, translation] * (width, height)``.
+        scale: zoom range (half-width or standard deviation of ``d``, above; a zoom above 1
+            makes the person appear larger).
+        translation: shift range as a fraction of the input size, drawn per axis and
+            multiplied by (width, height).
         flip_prob: probability of a horizontal flip (with left/right keypoints swapped).
         brightness: photometric jitter, off at 0: adds ``U(-brightness, brightness) * 255``.
         contrast: multiplies the deviation from the image's mean grey by
             ``U(1 - contrast, 1 + contrast)``; off at 0.
         saturation: multiplies the deviation from each pixel's grey by
             ``U(1 - saturation, 1 + saturation)``; off at 0.
+        channel_scale: multiplies each colour channel by its own
+            ``U(1 - channel_scale, 1 + channel_scale)`` and clips to [0, 255], the hourglass
+            code's colour augmentation (0.4 there); off at 0. Photometric draws are uniform
+            whatever ``distribution`` says.
+        distribution: ``"uniform"`` or ``"clipped_normal"`` (above).
+        scale_mode: ``"linear"`` or ``"log2"`` (above).
     """
 
     rotation: float = 40.0
@@ -90,16 +111,28 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
+    channel_scale: float = 0.0
+    distribution: str = "uniform"
+    scale_mode: str = "linear"
 
     def __post_init__(self):
-        _check_range("rotation", self.rotation, 0.0, 180.0)
+        _check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        _check_choice("scale_mode", self.scale_mode, SCALE_MODES)
+        # The largest draw is the range itself (uniform) or twice it (clipped normal).
+        reach = 2.0 if self.distribution == "clipped_normal" else 1.0
+        why = (" (clipped_normal draws reach twice the range)" if reach > 1 else "")
+        _check_range("rotation", self.rotation, 0.0, 180.0 / reach, why=why)
         _check_range("rotation_prob", self.rotation_prob, 0.0, 1.0)
-        _check_range("scale", self.scale, 0.0, 1.0, upper_open=True)
+        if self.scale_mode == "linear":  # the zoom 1 - reach * scale must stay positive
+            _check_range("scale", self.scale, 0.0, 1.0 / reach, upper_open=True, why=why)
+        else:
+            _check_range("scale", self.scale, 0.0, 1.0, upper_open=True)
         _check_range("translation", self.translation, 0.0, 1.0)
         _check_range("flip_prob", self.flip_prob, 0.0, 1.0)
         _check_range("brightness", self.brightness, 0.0, 1.0)
         _check_range("contrast", self.contrast, 0.0, 1.0)
         _check_range("saturation", self.saturation, 0.0, 1.0)
+        _check_range("channel_scale", self.channel_scale, 0.0, 1.0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> AugmentConfig:
@@ -113,22 +146,31 @@ class AugmentConfig:
             )
         return cls(**values)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return dataclasses.asdict(self)
 
     @property
     def photometric(self) -> bool:
-        return self.brightness > 0 or self.contrast > 0 or self.saturation > 0
+        return (self.brightness > 0 or self.contrast > 0 or self.saturation > 0
+                or self.channel_scale > 0)
 
 
-def _check_range(name, value, low, high, upper_open=False):
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"AugmentConfig.{name} must be one of {list(allowed)}, received {name}={value!r}"
+        )
+
+
+def _check_range(name, value, low, high, upper_open=False, why=""):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"AugmentConfig.{name} must be a number, received {name}={value!r}")
     too_high = value >= high if upper_open else value > high
     if value < low or too_high:
         bracket = ")" if upper_open else "]"
         raise ValueError(
-            f"AugmentConfig.{name} must be in [{low}, {high}{bracket}, received {name}={value}"
+            f"AugmentConfig.{name} must be in [{low}, {high}{bracket}{why}, "
+            f"received {name}={value}"
         )
 
 
@@ -337,6 +379,12 @@ def _affine_transform(images, inverse, out_h, out_w):
 def sample_parameters(batch_size, config: AugmentConfig, input_size, seed) -> dict[str, Any]:
     """Draw one set of transform and photometric parameters per sample.
 
+    One uniform draw ``[B, 9]`` feeds every parameter (one column each). Under
+    ``distribution="clipped_normal"`` the geometric columns go through the normal quantile
+    function (``sqrt(2) erfinv(2u - 1)``) and are clipped at +-2, which gives exactly the
+    clipped normal; ``channel_scale`` makes one more draw ``[B, 3]``, only when it is on, so
+    the default configuration draws what it always drew.
+
     Args:
         batch_size: number of samples (Python int or scalar tensor).
         config: the :class:`AugmentConfig`.
@@ -344,8 +392,9 @@ def sample_parameters(batch_size, config: AugmentConfig, input_size, seed) -> di
         seed: ``keras.random.SeedGenerator`` or int.
 
     Returns:
-        dict of ``angles`` [B] (radians), ``scales`` [B], ``translations`` [B, 2] (input px),
-        ``flips`` bool [B], ``brightness`` [B] (0-255 units), ``contrast`` [B], ``saturation`` [B].
+        dict of ``angles`` [B] (radians), ``scales`` [B] (zoom factors), ``translations``
+        [B, 2] (input px), ``flips`` bool [B], ``brightness`` [B] (0-255 units), ``contrast``
+        [B], ``saturation`` [B] and ``channel_scales`` [B, 3] (1 when ``channel_scale`` is 0).
     """
     in_h, in_w = size_pair(input_size)
     u = keras.random.uniform((batch_size, _NUM_DRAWS), seed=seed)
@@ -353,33 +402,65 @@ def sample_parameters(batch_size, config: AugmentConfig, input_size, seed) -> di
     def symmetric(column, limit):
         return (2.0 * u[:, column] - 1.0) * limit
 
+    def geometric(column, limit):
+        if config.distribution == "uniform":
+            return symmetric(column, limit)
+        # u = 0 gives erfinv(-1) = -inf, which the clip turns into -2 (before any product).
+        normal = math.sqrt(2.0) * ops.erfinv(2.0 * u[:, column] - 1.0)
+        return ops.clip(normal, -2.0, 2.0) * limit
+
     rotate = ops.cast(u[:, _ROTATE] < config.rotation_prob, "float32")
+    zoom = geometric(_SCALE, config.scale)
+    if config.scale_mode == "log2":
+        zoom = ops.exp(zoom * math.log(2.0))
+    else:
+        zoom = 1.0 + zoom
+    if config.channel_scale > 0:
+        v = keras.random.uniform((batch_size, 3), seed=_second_seed(seed))
+        channel_scales = 1.0 + (2.0 * v - 1.0) * config.channel_scale
+    else:
+        channel_scales = ops.ones((batch_size, 3), dtype="float32")
     return {
-        "angles": symmetric(_ANGLE, math.radians(config.rotation)) * rotate,
-        "scales": 1.0 + symmetric(_SCALE, config.scale),
+        "angles": geometric(_ANGLE, math.radians(config.rotation)) * rotate,
+        "scales": zoom,
         "translations": ops.stack(
-            [symmetric(_TX, config.translation * in_w), symmetric(_TY, config.translation * in_h)],
+            [geometric(_TX, config.translation * in_w), geometric(_TY, config.translation * in_h)],
             axis=-1,
         ),
         "flips": u[:, _FLIP] < config.flip_prob,
         "brightness": symmetric(_BRIGHTNESS, config.brightness * 255.0),
         "contrast": 1.0 + symmetric(_CONTRAST, config.contrast),
         "saturation": 1.0 + symmetric(_SATURATION, config.saturation),
+        "channel_scales": channel_scales,
     }
 
 
-def photometric_jitter(images, brightness, contrast, saturation) -> Any:
-    """Brightness, contrast and saturation jitter of float images in [0, 255], per sample.
+def _second_seed(seed):
+    """The seed of a second draw: a generator gives its next seed; an int seed is offset so the
+    second stateless draw does not repeat the first one's numbers."""
+    if isinstance(seed, (int, np.integer)):
+        return int(seed) + 1_000_003
+    return seed
+
+
+def photometric_jitter(images, brightness, contrast, saturation, channel_scales=None) -> Any:
+    """Colour-channel, saturation, contrast and brightness jitter of float images in [0, 255].
 
     Args:
         images: float32 ``[B, H, W, 3]``.
         brightness: ``[B]`` value added (0-255 units).
         contrast: ``[B]`` factor on the deviation from the image's mean grey.
         saturation: ``[B]`` factor on the deviation from each pixel's grey.
+        channel_scales: ``[B, 3]`` factor per colour channel, applied first and clipped to
+            [0, 255] (as the hourglass code clips after its channel scaling); ``None``: none.
 
     Returns:
         float32 ``[B, H, W, 3]`` clipped to [0, 255].
     """
+    if channel_scales is not None:
+        channel_scales = ops.cast(channel_scales, "float32")
+        images = ops.clip(ops.cast(images, "float32") * channel_scales[:, None, None, :],
+                          0.0, 255.0)
     luma = ops.convert_to_tensor(np.array([0.299, 0.587, 0.114], np.float32))
     grey = ops.sum(images * luma, axis=-1, keepdims=True)
     images = grey + (images - grey) * saturation[:, None, None, None]
@@ -461,7 +542,8 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
     warped = warp_images(images, matrices, (in_h, in_w), sampler)
     if config.photometric:
         warped = photometric_jitter(
-            warped, params["brightness"], params["contrast"], params["saturation"]
+            warped, params["brightness"], params["contrast"], params["saturation"],
+            params["channel_scales"] if config.channel_scale > 0 else None,
         )
     moved = apply_affine(keypoints, matrices)
     flips = params["flips"]

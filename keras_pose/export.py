@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_pose.io import write_text_atomic
+from keras_pose.io import match_umask, write_text_atomic
 from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet, get_keypoint_set
 
 DEFAULT_MARGIN = 1.25
@@ -451,6 +451,7 @@ def save_saved_model(model, path: str | os.PathLike, *, margin: float = DEFAULT_
     extra.mkdir(exist_ok=True)
     (extra / METADATA_FILE).write_text(
         json.dumps(metadata(model, keypoint_set, margin, flip_test, source), indent=2) + "\n")
+    match_umask(path)  # TensorFlow makes its folders 0o755 whatever the umask
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import keras
 import numpy as np
@@ -53,6 +54,146 @@ def test_config_defaults_and_validation():
         AugmentConfig.from_dict({"rotaton": 10})
     assert AugmentConfig.from_dict({"scale": 0.25}).scale == 0.25
     assert AugmentConfig.from_dict(config.to_dict()) == config
+
+
+def test_new_options_validate_and_default_to_the_old_behaviour():
+    config = AugmentConfig()
+    assert (config.distribution, config.scale_mode, config.channel_scale) == (
+        "uniform", "linear", 0.0)
+    with pytest.raises(ValueError, match=r"distribution must be one of \['uniform', "):
+        AugmentConfig(distribution="gaussian")
+    with pytest.raises(ValueError, match="scale_mode"):
+        AugmentConfig(scale_mode="log")
+    with pytest.raises(ValueError, match="channel_scale"):
+        AugmentConfig(channel_scale=1.5)
+    # A clipped normal reaches twice its range: rotation <= 90 degrees, linear scale < 0.5.
+    with pytest.raises(ValueError, match=r"rotation must be in \[0.0, 90.0\] \(clipped"):
+        AugmentConfig(distribution="clipped_normal", rotation=100.0)
+    with pytest.raises(ValueError, match=r"scale must be in \[0.0, 0.5\)"):
+        AugmentConfig(distribution="clipped_normal", scale=0.5)
+    assert AugmentConfig(distribution="clipped_normal", scale=0.6, scale_mode="log2").scale == 0.6
+    reference = AugmentConfig(distribution="clipped_normal", rotation=30.0, scale=0.25,
+                              scale_mode="log2", translation=0.0, channel_scale=0.4)
+    assert AugmentConfig.from_dict(reference.to_dict()) == reference
+
+
+def test_default_draws_are_unchanged():
+    """The default configuration maps the same uniform draw through the same formulas as before
+    the distribution options existed: runs and tests seeded before draw the same numbers."""
+    batch, seed = 64, 11
+    params = augment.sample_parameters(batch, AugmentConfig(), (256, 192), seed)
+    u = np.asarray(keras.random.uniform((batch, 9), seed=seed))
+    angle, rotate, scale, tx, ty, flip = (u[:, i] for i in range(6))
+    np.testing.assert_array_equal(
+        params["angles"], (2 * angle - 1) * np.float32(math.radians(40.0)) * (rotate < 0.4))
+    np.testing.assert_array_equal(params["scales"], 1 + (2 * scale - 1) * np.float32(0.3))
+    np.testing.assert_allclose(params["translations"],
+                               np.stack([(2 * tx - 1) * 0.02 * 192, (2 * ty - 1) * 0.02 * 256], -1),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(params["flips"], flip < 0.5)
+    np.testing.assert_array_equal(params["channel_scales"], np.ones((batch, 3)))
+
+
+def _draw(config, batch=40_000, seed=5, size=256):
+    return {k: np.asarray(v, np.float64)
+            for k, v in augment.sample_parameters(batch, config, size, seed).items()}
+
+
+def _clipped_normal_quantile(p, sigma):
+    """Quantile of clip(N(0, sigma^2), -2 sigma, 2 sigma) (the hourglass code's rnd)."""
+    z = statistics.NormalDist().inv_cdf(p)
+    return float(np.clip(z, -2.0, 2.0)) * sigma
+
+
+def test_uniform_draws_fraction_rotated_and_ranges():
+    p = _draw(AugmentConfig(rotation=40.0, rotation_prob=0.4, scale=0.3, translation=0.02))
+    degrees = np.degrees(p["angles"])
+    rotated = degrees != 0
+    assert abs(rotated.mean() - 0.4) < 0.015
+    assert np.abs(degrees).max() <= 40.0 + 1e-4
+    # Uniform: the rotated angles' quantiles are linear in p and hit the ends.
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert abs(np.quantile(degrees[rotated], q) - (-40 + 80 * q)) < 1.5, q
+    assert np.abs(degrees).max() > 39.9
+    assert p["scales"].min() >= 0.7 - 1e-6 and p["scales"].max() <= 1.3 + 1e-6
+    assert abs(np.quantile(p["scales"], 0.25) - 0.85) < 0.01
+    assert np.abs(p["translations"]).max() <= 0.02 * 256 + 1e-4
+    assert abs(p["flips"].mean() - 0.5) < 0.015
+    # log2 mode: the zoom's base-2 logarithm is uniform in [-scale, scale].
+    log_zoom = np.log2(_draw(AugmentConfig(scale=0.25, scale_mode="log2"))["scales"])
+    assert log_zoom.min() >= -0.25 - 1e-6 and log_zoom.max() <= 0.25 + 1e-6
+    assert abs(np.quantile(log_zoom, 0.75) - 0.125) < 0.005
+
+
+def test_clipped_normal_draws_match_the_hourglass_code():
+    """pose-hg-train: r = rnd(30), zeroed with probability 0.6; s = s * 2 ^ rnd(0.25), where
+    rnd(x) = max(-2x, min(2x, randn() * x))."""
+    config = AugmentConfig(distribution="clipped_normal", rotation=30.0, rotation_prob=0.4,
+                           scale=0.25, scale_mode="log2", translation=0.05, flip_prob=0.5)
+    p = _draw(config)
+    degrees = np.degrees(p["angles"])
+    rotated = degrees != 0
+    assert abs(rotated.mean() - 0.4) < 0.015
+    angles = degrees[rotated]
+    assert np.abs(angles).max() <= 60.0 + 1e-3
+    # 2 (1 - Phi(2)) = 4.55 % of the draws sit on a clip bound.
+    assert abs((np.abs(angles) > 60.0 - 1e-3).mean() - 0.0455) < 0.01
+    for q in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95):
+        assert abs(np.quantile(angles, q) - _clipped_normal_quantile(q, 30.0)) < 1.5, q
+    # Standard deviation of N(0, 1) clipped at +-2: 0.9595.
+    assert abs(angles.std() / 30.0 - 0.9595) < 0.02
+    log_zoom = np.log2(p["scales"])
+    assert log_zoom.min() >= -0.5 - 1e-5 and log_zoom.max() <= 0.5 + 1e-5
+    assert abs((np.abs(log_zoom) > 0.5 - 1e-5).mean() - 0.0455) < 0.006
+    for q in (0.1, 0.5, 0.9):
+        assert abs(np.quantile(log_zoom, q) - _clipped_normal_quantile(q, 0.25)) < 0.01, q
+    shifts = p["translations"] / (0.05 * 256)
+    assert np.abs(shifts).max() <= 2.0 + 1e-5
+    assert abs(shifts.std() - 0.9595) < 0.02
+    assert abs(p["flips"].mean() - 0.5) < 0.015
+    # Linear mode: the zoom is 1 + rnd(scale), within [1 - 2 scale, 1 + 2 scale].
+    linear = _draw(AugmentConfig(distribution="clipped_normal", scale=0.2))["scales"]
+    assert linear.min() >= 0.6 - 1e-6 and linear.max() <= 1.4 + 1e-6
+    assert abs(np.quantile(linear, 0.9) - 1 - _clipped_normal_quantile(0.9, 0.2)) < 0.01
+
+
+def test_clipped_normal_draws_compile_with_xla():
+    config = AugmentConfig(distribution="clipped_normal", rotation=30.0, rotation_prob=1.0,
+                           scale=0.25, scale_mode="log2", channel_scale=0.4)
+    generator = keras.random.SeedGenerator(3)
+
+    @tf.function(jit_compile=True)
+    def draw():
+        return augment.sample_parameters(256, config, 64, generator)
+
+    first, second = draw(), draw()
+    angles = np.degrees(np.asarray(first["angles"]))
+    assert np.all(np.isfinite(angles)) and np.abs(angles).max() <= 60.0 + 1e-3
+    assert not np.array_equal(first["angles"], second["angles"])  # fresh draws per call
+
+
+def test_channel_scale_multiplies_each_colour_channel():
+    config = AugmentConfig(rotation_prob=0.0, scale=0.0, translation=0.0, flip_prob=0.0,
+                           channel_scale=0.4)
+    scales = _draw(config, batch=20_000)["channel_scales"]
+    assert scales.min() >= 0.6 - 1e-6 and scales.max() <= 1.4 + 1e-6
+    assert abs(np.quantile(scales, 0.25) - 0.8) < 0.01
+    # Independent per channel, and not a copy of another column of the main draw.
+    assert abs(np.corrcoef(scales[:, 0], scales[:, 1])[0, 1]) < 0.03
+    u = np.asarray(keras.random.uniform((20_000, 9), seed=5))
+    assert abs(np.corrcoef(scales[:, 0], u[:, 0])[0, 1]) < 0.03
+    # On a flat grey crop every output pixel of channel c is clip(128 * factor_c, 0, 255).
+    images = np.full((8, 32, 32, 3), 128, np.uint8)
+    out = augment_batch(images, np.full((8, 3, 2), 16.0, np.float32), np.ones((8, 3)),
+                        input_size=32, config=config, flip_permutation=PERM3, seed=9,
+                        training=True)
+    factors = np.asarray(augment.sample_parameters(8, config, 32, 9)["channel_scales"])
+    np.testing.assert_allclose(np.asarray(out["images"])[:, 16, 16, :],
+                               np.clip(128.0 * factors, 0, 255), rtol=1e-5)
+    assert np.ptp(factors, axis=1).min() > 0  # channels differ
+    bright = augment.photometric_jitter(np.full((1, 2, 2, 3), 200.0, np.float32), np.zeros(1),
+                                        np.ones(1), np.ones(1), np.array([[1.4, 1.0, 0.5]]))
+    np.testing.assert_allclose(np.asarray(bright)[0, 0, 0], [255.0, 200.0, 100.0], rtol=1e-6)
 
 
 def test_resize_without_augmentation_follows_pixel_centres():

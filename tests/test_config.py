@@ -114,3 +114,64 @@ def test_metrics_key_defaults_round_trips_and_names_bad_metrics(tmp_path):
         load_pipeline(path, ['data.keypoint_set="coco17"'])
     with pytest.raises(PipelineError, match="non-empty list"):
         load_pipeline(None, ["callbacks.metrics=[]"])
+
+
+def test_reference_augmentation_per_pipeline(tmp_path):
+    """stacked_hourglass_coco draws what pose-hg-train draws; the poster pipelines the poster's
+    uniform ranges. The new [augment] keys survive pipeline.resolved.toml and reach the
+    trainer's AugmentConfig."""
+    from keras_pose.augment import AugmentConfig
+    from keras_pose.training.run import augment_config
+
+    folder = PIPELINES[0].parent
+    torch_code = load_pipeline(folder / "stacked_hourglass_coco.toml")
+    assert augment_config(torch_code) == AugmentConfig(
+        distribution="clipped_normal", rotation=30.0, rotation_prob=0.4, scale=0.25,
+        scale_mode="log2", translation=0.0, flip_prob=0.5, channel_scale=0.4)
+    for name in ("stacked_hourglass_poster_coco", "residual_stacked_hourglass_coco"):
+        assert augment_config(load_pipeline(folder / f"{name}.toml")) == AugmentConfig(
+            distribution="uniform", rotation=40.0, rotation_prob=0.4, scale=0.3,
+            scale_mode="linear", translation=0.02, flip_prob=0.5, channel_scale=0.0), name
+    resolved = tmp_path / "pipeline.resolved.toml"
+    resolved.write_text(to_toml(torch_code))
+    assert load_pipeline(resolved) == torch_code
+    assert 'distribution = "clipped_normal"' in resolved.read_text()
+    assert load_pipeline(resolved, ["augment.distribution=uniform"]).augment.distribution == (
+        "uniform")
+    with pytest.raises(PipelineError, match=r"\[augment\].*distribution must be one of"):
+        load_pipeline(resolved, ["augment.distribution=gaussian"])
+    with pytest.raises(PipelineError, match=r"\[augment\].*rotation must be in \[0.0, 90.0\]"):
+        load_pipeline(resolved, ["augment.rotation=100.0"])
+
+
+def test_every_shipped_augmentation_trains_in_the_trainer_step():
+    """Each shipped pipeline's [augment] section runs in PoseTrainer's compiled step (the
+    reference pipelines' distributions and colour jitter included) and the loss is finite."""
+    import sys
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_pose.keypoints import COCO17
+    from keras_pose.training.run import augment_config
+    from keras_pose.training.trainer import PoseTrainer
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from tiny_pose import TinyHeatmapPose
+
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8),
+        "keypoints": rng.uniform(10, 30, (4, 17, 2)).astype(np.float32),
+        "visibility": np.full((4, 17), 2, np.int32),
+    }
+    configs = {augment_config(load_pipeline(path)) for path in PIPELINES}
+    assert len(configs) >= 3  # the Torch code's, the poster's and the quickstart's
+    for config in configs:
+        trainer = PoseTrainer(TinyHeatmapPose(input_size=32), keypoint_set=COCO17,
+                              augment_config=config, sigma=1.0, seed=0)
+        trainer.compile(optimizer=keras.optimizers.RMSprop(1e-3), jit_compile=False)
+        history = trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=2,
+                              steps_per_epoch=1, verbose=0, shuffle=False)
+        assert np.all(np.isfinite(history.history["loss"])), config

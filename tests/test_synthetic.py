@@ -291,3 +291,42 @@ def test_generation_speed_is_measured(record_property):
     record_property("synthetic_images_per_second", round(speed, 1))
     print(f"\nsynthetic generation: {speed:.0f} images/s (256 px, one process)")
     assert speed > 0
+
+
+def test_a_dead_worker_fails_fast_with_a_message(tmp_path):
+    """A render worker that dies (here: os._exit in the worker) ends the run within seconds
+    with a clear error; multiprocessing.Pool would wait forever for the lost chunk."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    script = tmp_path / "die.py"
+    script.write_text(
+        "import os, sys\n"
+        "from keras_pose.data import synthetic\n"
+        "def die(job):\n"
+        "    os._exit(3)\n"
+        "if __name__ == '__main__':\n"
+        "    synthetic._render_chunk = die\n"
+        "    synthetic._MIN_IMAGES_PER_WORKER = 1\n"
+        "    synthetic.make_synthetic_dataset(sys.argv[1], 50, seed=0, image_size=64,\n"
+        "                                     workers=2, progress=False)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the script, its pool and its workers
+        process.communicate()
+        pytest.fail("make_synthetic_dataset hung after a worker died")
+    elapsed = time.monotonic() - started
+    assert process.returncode != 0
+    assert "RuntimeError: a synthetic-data worker process died" in stderr, stderr[-2000:]
+    assert elapsed < 30, elapsed
+    assert not (tmp_path / "out" / synthetic.ANNOTATIONS_NAME).exists()

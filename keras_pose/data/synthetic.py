@@ -825,6 +825,37 @@ def _pool_context():
     return None
 
 
+def _render_in_workers(context, workers: int, jobs: list, bar) -> list:
+    """Run ``_render_chunk`` over ``jobs`` in worker processes; results in job order.
+
+    ProcessPoolExecutor, not ``multiprocessing.Pool``: when a worker dies (killed, out of
+    memory, a crash in native code) the pool breaks and this raises at once, where ``Pool``
+    replaces the worker and waits forever for the chunk it lost (as the converter does,
+    ``keras_pose.data.convert``).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    executor = ProcessPoolExecutor(workers, mp_context=context)
+    results = []
+    try:
+        futures = [executor.submit(_render_chunk, job) for job in jobs]
+        for job, future in zip(jobs, futures, strict=True):
+            results.append(future.result())
+            bar.update(job[2] - job[1])
+    except BrokenProcessPool as error:
+        raise RuntimeError(
+            f"a synthetic-data worker process died ({error}); nothing was published "
+            "(annotations.json is written last), so running the same command again starts "
+            "over. With spawned workers (a process that loaded TensorFlow) the calling script "
+            "is re-imported by each worker: guard its entry point with "
+            "`if __name__ == '__main__':`, or pass workers=1 to render in-process"
+        ) from None
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
 def make_synthetic_dataset(
     output_dir: str | os.PathLike,
     num_images: int,
@@ -899,10 +930,7 @@ def make_synthetic_dataset(
                 results.append(_render_chunk(job))
                 bar.update(job[2] - job[1])
         else:
-            with context.Pool(workers) as pool:
-                for job, result in zip(jobs, pool.imap(_render_chunk, jobs), strict=True):
-                    results.append(result)
-                    bar.update(job[2] - job[1])
+            results = _render_in_workers(context, workers, jobs, bar)
 
     images, annotations = [], []
     for chunk_result in results:
