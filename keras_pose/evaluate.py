@@ -15,9 +15,11 @@ keypoint; the first name is the headline. :func:`coco_keypoint_ap` runs ``pycoco
 ``COCOeval`` (iouType ``"keypoints"``) for keypoint sets with OKS sigmas;
 :func:`score_predictions` does both and says why COCO AP was skipped.
 
-The poster's accuracy needs the heatmaps, so it is available for Keras heatmap models only: a
-SavedModel returns sub-pixel keypoints in image pixels and its metadata does not name the
-heatmap grid, and a results file holds image-pixel keypoints alone.
+The poster's accuracy needs the heatmaps' argmax cells. Keras heatmap models give them
+directly; a heatmap SavedModel gives them back too: its metadata names the heatmap stride, and
+its quarter-pixel refinement keeps each keypoint inside its argmax cell, so mapping a keypoint
+onto the grid and taking the cell it falls in is the argmax (exports older than the
+``heatmap_stride`` entry are refused). A results file holds image-pixel keypoints alone.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ PREDICTION_KEYS = (
 RECORD_KEYS = ("visibility", "bbox", "area", "image_id", "annotation_id")
 # Carried by records written since PCKh sizes were stored (0 = unknown); absent in older ones.
 OPTIONAL_RECORD_KEYS = ("head_size",)
-SAVED_MODEL_NO_HEATMAPS = ("a SavedModel returns keypoints in image pixels (refined below the "
-                           "heatmap grid, whose stride its metadata does not give); evaluate the "
-                           "run directory or .keras file instead")
+SAVED_MODEL_NO_HEATMAPS = ("this SavedModel's metadata gives no heatmap stride (a coordinate "
+                           "model, or an export older than keras-pose's heatmap_stride entry); "
+                           "evaluate the run directory or .keras file instead")
 RESULTS_NO_HEATMAPS = "a COCO results file holds keypoints in image pixels only"
 
 
@@ -188,10 +190,15 @@ def _gather_heatmap_grid(gathered: dict[str, list[np.ndarray]], batch, heatmap_p
     (``augment.resize_matrices``: ``p * input / crop``) -> heatmap coordinates (``/ stride``),
     where the training targets would put it.
     """
+    _gather_grid(gathered, batch, heatmap_points, model.input_size,
+                 float(model.output_spec.stride))
+
+
+def _gather_grid(gathered: dict[str, list[np.ndarray]], batch, heatmap_points,
+                 input_size: tuple[int, int], stride: float) -> None:
     crop = np.asarray(batch["keypoints"], np.float64)
     crop_h, crop_w = batch["image"].shape[1:3]
-    in_h, in_w = model.input_size
-    stride = float(model.output_spec.stride)
+    in_h, in_w = input_size
     scale = np.array([in_w / crop_w, in_h / crop_h]) / stride
     count = crop.shape[0]
     gathered.setdefault("heatmap_keypoints", []).append(np.asarray(heatmap_points, np.float32))
@@ -212,9 +219,13 @@ def predict_saved_model_records(predictor, dataset, *, max_batches: int | None =
 
     The stored crop is the whole square the export would cut, so each crop is sent with the
     box whose ``margin``-square is the crop itself; keypoints come back in crop pixels and
-    are mapped to the source image through the record's crop box.
+    are mapped to the source image through the record's crop box. For heatmap exports whose
+    metadata names the stride, the argmax cells and the ground truth on the heatmap grid are
+    added as :func:`predict_records` adds them (the poster's accuracy).
     """
     margin = float(predictor.metadata.get("margin", 1.25))
+    stride = predictor.metadata.get("heatmap_stride")
+    input_size = predictor.metadata.get("input_size")
     gathered: dict[str, list[np.ndarray]] = {key: [] for key in PREDICTION_KEYS}
     batches: Iterable = dataset.take(max_batches) if max_batches else dataset
     if progress:
@@ -231,6 +242,10 @@ def predict_saved_model_records(predictor, dataset, *, max_batches: int | None =
         crop_box = np.asarray(batch["crop_box"], np.float32)
         points = crop_box[:, None, 0:2] + result["keypoints"] * (crop_box[:, None, 2:4] / size)
         _gather_batch(gathered, batch, points, result["scores"])
+        if stride and input_size:
+            scale = np.array([input_size[1], input_size[0]], np.float64) / size / float(stride)
+            cells = np.floor(np.asarray(result["keypoints"], np.float64) * scale) + 0.5
+            _gather_grid(gathered, batch, cells, tuple(input_size), float(stride))
     return _concatenate(gathered)
 
 
@@ -283,7 +298,7 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
         raise ValueError(f"the model predicts {num_keypoints} keypoints but keypoint set "
                          f"{keypoint_set.name!r} has {keypoint_set.num_keypoints}")
     if saved is not None:
-        no_heatmaps = SAVED_MODEL_NO_HEATMAPS
+        no_heatmaps = None if model.metadata.get("heatmap_stride") else SAVED_MODEL_NO_HEATMAPS
     else:
         no_heatmaps = no_heatmaps_reason(model)
     metrics.check_metrics(metrics.parse_metrics(metric_names) if metric_names else [],

@@ -410,6 +410,10 @@ def metadata(model, keypoint_set: KeypointSet | None, margin: float, flip_test: 
         "num_keypoints": int(model.num_keypoints),
         "input_size": [int(v) for v in model.input_size],
         "output_kind": model.output_spec.kind,
+        # Heatmap models: input pixels per heatmap cell. With the serving graph's quarter-pixel
+        # refinement a keypoint stays inside its argmax cell, so evaluators recover the cell
+        # (the poster's accuracy) from the image-pixel keypoints.
+        "heatmap_stride": model.output_spec.stride,
         "margin": float(margin),
         "flip_test": bool(flip_test),
         "signatures": list(SIGNATURES),

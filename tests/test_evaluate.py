@@ -230,8 +230,8 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
                       str(annotations), "--output", str(out2)]) == 0
     assert tool.main(["--model", str(version), "--records", pattern, "--output",
                       str(tmp_path / "refused"), "--metrics", "pck_torso@0.2,poster_acc@0.5"]) == 2
-    assert "poster_acc@0.5: it needs heatmaps and a SavedModel returns keypoints" in (
-        capsys.readouterr().err)
+    assert "poster_acc@0.5: it needs heatmaps and this SavedModel's metadata gives no heatmap " \
+        "stride" in capsys.readouterr().err
     results2 = json.loads((out2 / "results.json").read_text())
     by_id = {r["annotation_id"]: r for r in results}
     for result in results2:
@@ -331,6 +331,18 @@ def test_evaluate_cli_metrics_option_with_a_heatmap_model(records, heatmap_model
     printed = capsys.readouterr().out
     assert all(name in printed for name in names)
     assert (out / "pck_per_keypoint.png").stat().st_size > 1000
+    # The exported SavedModel gives the same argmax cells back from its image-pixel keypoints.
+    from keras_pose import export
+
+    version = export.export_saved_model(model, name="heatmaps", base=tmp_path / "saved",
+                                        update_config=False)
+    out2 = tmp_path / "eval_saved"
+    assert tool.main(["--model", str(version), "--records", pattern, "--output", str(out2),
+                      "--metrics", ",".join(names)]) == 0
+    saved = json.loads((out2 / "evaluation.json").read_text())["metrics"]
+    for name in ("poster_acc@0.5", "poster_acc@3.0"):
+        assert saved[name] == pytest.approx(report[name]), name
+        assert saved["per_keypoint"][name] == pytest.approx(report["per_keypoint"][name])
 
 
 def test_evaluate_cli_refuses_metrics_it_cannot_compute(records, constant_run, coco_truth,
