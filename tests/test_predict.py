@@ -95,3 +95,46 @@ def test_predict_reports_bad_input(keras_file, tmp_path, capsys):
     assert tool.main(["--model", str(keras_file), "--input", str(tmp_path),
                       "--output", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sample, tmp_path,
+                                                          capsys):
+    annotations = coco_sample / "person_keypoints_sample.json"
+    truth = json.loads(annotations.read_text())
+    names = {image["id"]: image["file_name"] for image in truth["images"]}
+    persons: dict[str, list[dict]] = {}
+    for ann in truth["annotations"]:
+        persons.setdefault(names[ann["image_id"]], []).append(ann)
+    out = tmp_path / "out"
+    grid = tmp_path / "grid.png"
+    assert _tool().main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
+                         "--annotations", str(annotations), "--output", str(out),
+                         "--grid", str(grid), "--grid-columns", "3", "--limit", "3"]) == 0
+    report = json.loads((out / "keypoints.json").read_text())
+    shown = [pathlib.Path(entry["image"]).name for entry in report["images"]]
+    assert shown == sorted(names.values())[:3]
+    predictor = export.load_predictor(keras_file)
+    pairs = 0
+    for entry, name in zip(report["images"], shown):
+        assert len(entry["persons"]) == len(persons[name])
+        image = cv2.cvtColor(cv2.imread(str(coco_sample / "images" / name)), cv2.COLOR_BGR2RGB)
+        for person, ann in zip(entry["persons"], persons[name]):
+            assert person["box"] == pytest.approx(ann["bbox"])
+            np.testing.assert_allclose(np.asarray(person["ground_truth"]).reshape(-1),
+                                       ann["keypoints"])
+            expected = predictor.predict(image, ann["bbox"])["keypoints"][0]
+            np.testing.assert_allclose(person["keypoints"], expected, atol=1e-3)
+        # One row per person: ground truth | prediction, each a square panel.
+        panel = _tool().PANEL_HEIGHT
+        overlay = cv2.imread(str(out / f"{pathlib.Path(name).stem}.png"))
+        assert overlay.shape == (panel * len(persons[name]), 2 * panel, 3)
+        pairs += len(persons[name])
+    columns = min(3, pairs)
+    rows = -(-pairs // columns)
+    assert cv2.imread(str(grid)).shape == (rows * (panel + 4) + 4, columns * (2 * panel + 4) + 4,
+                                           3)
+    assert f"({pairs} persons)" in capsys.readouterr().out
+    # A grid needs ground truth to pair the predictions with.
+    with pytest.raises(SystemExit):
+        _tool().main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
+                      "--output", str(out), "--grid", str(grid)])
