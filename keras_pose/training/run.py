@@ -324,7 +324,7 @@ def _dataset(pipeline: Pipeline, pattern: str, training: bool, num_keypoints: in
     if not training:
         # Declare the length (from the manifest): Keras otherwise warns "Your input ran out of
         # data; interrupting training" the first time a validation pass ends.
-        records = reader.read_manifest(pattern)["num_records"]
+        records = read_records_manifest(pattern, "val_records")["num_records"]
         batch = pipeline.train.batch_size
         batches = records // batch if drop_remainder else -(-records // batch)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
@@ -356,6 +356,31 @@ def _check_records(pattern: str, role: str) -> None:
         raise RunError(f"[data] {role} = {pattern!r} matches no file")
 
 
+def read_records_manifest(pattern: str, role: str) -> dict:
+    """The manifest beside a ``[data]`` records glob; a :class:`RunError` when it is missing.
+
+    A run needs it: it checks the records' keypoint set against ``[data] keypoint_set`` and
+    takes the validation length from it. There is no fallback (counting records, guessing the
+    keypoint set): the converters write the manifest last, after every shard, so shards without
+    one are most likely an interrupted conversion, and training on them would be silent about
+    it. The message names the glob and the manifest it looked for, and how to make one.
+
+    Args:
+        pattern: ``[data] train_records`` or ``val_records``.
+        role: that key's name, for the message.
+    """
+    try:
+        return reader.read_manifest(pattern)
+    except FileNotFoundError as error:
+        raise RunError(
+            f"[data] {role} = {pattern!r}: {error}. A run needs the manifest for the keypoint "
+            "set and the number of records: convert the split again into the same folder "
+            "(tools/convert_coco.py or tools/convert.py, with --overwrite); the converters "
+            "write the shards and then SPLIT.manifest.json") from None
+    except ValueError as error:  # not JSON, not a manifest, shards of several splits
+        raise RunError(f"[data] {role} = {pattern!r}: {error}") from None
+
+
 def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str = "auto"
           ) -> dict:
     """Run a whole pipeline; return the closing summary (also written to ``summary.json``).
@@ -385,10 +410,11 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         write_text_atomic(output_dir / "pipeline.resolved.toml", to_toml(pipeline))
 
     keypoint_set = get_keypoint_set(pipeline.data.keypoint_set)
-    manifest = reader.read_manifest(pipeline.data.train_records)
-    if manifest and manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
-        raise RunError(f"records hold {manifest['keypoint_set']} keypoints but [data] "
-                       f"keypoint_set = {keypoint_set.name!r}")
+    for role in ("train_records", "val_records"):
+        manifest = read_records_manifest(getattr(pipeline.data, role), role)
+        if manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
+            raise RunError(f"[data] {role} hold {manifest['keypoint_set']} keypoints but "
+                           f"[data] keypoint_set = {keypoint_set.name!r}")
     k = keypoint_set.num_keypoints
 
     keras.utils.set_random_seed(pipeline.train.seed)

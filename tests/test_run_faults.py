@@ -1,0 +1,109 @@
+"""Run-level faults (issue 14): missing manifests, the TensorBoard writers, a NaN loss, failures
+after training, SIGTERM during ``model.fit``. Each drives the real run (``train_main`` or
+``tools/train.py``) on a tiny synthetic pipeline: a 2-stack hourglass on 32-pixel crops."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TRAIN = REPO / "tools" / "train.py"
+
+TINY = """
+name = "{name}"
+[model]
+name = "stacked_hourglass"
+input_size = 32
+options = {{ num_stacks = 2, num_features = 8, depth = 1 }}
+[data]
+crop_size = 32
+shuffle_buffer = 8
+{data}
+[data.synthetic]
+enabled = {synthetic}
+directory = "{synthetic_dir}"
+num_train_images = 8
+num_val_images = 4
+image_size = 64
+[optimizer]
+name = "adam"
+learning_rate = {learning_rate}
+[schedule]
+kind = "{schedule}"
+step_epochs = 1
+factor = {factor}
+[train]
+batch_size = 2
+epochs = {epochs}
+steps_per_epoch = {steps}
+[callbacks]
+pck_every = 1
+images_every = 1
+num_images = 1
+[export]
+enabled = {export}
+name = "{name}"
+base = "{base}"
+"""
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory) -> pathlib.Path:
+    """The tiny synthetic dataset and its records, made once for the module (runs reuse it)."""
+    from keras_pose.training.config import load_pipeline
+    from keras_pose.training.run import prepare_synthetic_data
+
+    directory = tmp_path_factory.mktemp("synthetic")
+    pipeline = load_pipeline(write_pipeline(directory, directory), [])
+    prepare_synthetic_data(pipeline)
+    return directory
+
+
+def write_pipeline(tmp_path: pathlib.Path, synthetic_dir: pathlib.Path, *, name="tiny",
+                   epochs=1, steps=2, export=False, learning_rate=1e-3, schedule="constant",
+                   factor=0.1, records: pathlib.Path | None = None,
+                   val_annotations: str = "", base: pathlib.Path | None = None
+                   ) -> pathlib.Path:
+    """A tiny pipeline file: synthetic data, or the records in ``records`` when given."""
+    data = ""
+    if records is not None:
+        data = (f'train_records = "{records}/train-*.tfrecord"\n'
+                f'val_records = "{records}/val-*.tfrecord"\n')
+    if val_annotations:
+        data += f'val_annotations = "{val_annotations}"\n'
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY.format(
+        name=name, data=data, synthetic=str(records is None).lower(),
+        synthetic_dir=synthetic_dir, learning_rate=learning_rate, schedule=schedule,
+        factor=factor, epochs=epochs, steps=steps, export=str(export).lower(),
+        base=base or tmp_path / "saved_models"))
+    return path
+
+
+def train_main(pipeline: pathlib.Path, output: pathlib.Path) -> int:
+    """``tools/train.py --pipeline PIPELINE --output OUTPUT`` in this process."""
+    from keras_pose.cli import train_main as main
+
+    return main(["--pipeline", str(pipeline), "--output", str(output)])
+
+
+# -- 1. a records glob without its manifest -----------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_records_without_manifest_are_a_run_error(tmp_path, synthetic_dir, capsys, split):
+    records = tmp_path / "records"
+    shutil.copytree(synthetic_dir / "records-32", records)
+    (records / f"{split}.manifest.json").unlink()
+    pipeline = write_pipeline(tmp_path, synthetic_dir, records=records)
+
+    assert train_main(pipeline, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert f"[data] {split}_records = '{records}/{split}-*.tfrecord'" in err, err
+    assert f"{records / split}.manifest.json" in err and "not found" in err
+    assert "tools/convert_coco.py" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "logs").exists()  # stopped before training
