@@ -107,3 +107,33 @@ def test_records_without_manifest_are_a_run_error(tmp_path, synthetic_dir, capsy
     assert "tools/convert_coco.py" in err and "--overwrite" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run" / "logs").exists()  # stopped before training
+
+
+# -- 2. one event file per TensorBoard directory ------------------------------------------------
+
+
+def _event_tags(events: pathlib.Path) -> set[str]:
+    import tensorflow as tf
+
+    return {value.tag for event in tf.compat.v1.train.summary_iterator(str(events))
+            for value in event.summary.value}
+
+
+def test_each_tensorboard_directory_has_one_event_file_with_every_tag(tmp_path, synthetic_dir):
+    pipeline = write_pipeline(tmp_path, synthetic_dir, epochs=1, steps=2)
+    out = tmp_path / "run"
+    assert train_main(pipeline, out) == 0
+
+    files: dict[str, list[pathlib.Path]] = {}
+    for events in (out / "logs").rglob("events.out.tfevents.*"):
+        files.setdefault(events.parent.name, []).append(events)
+    # TensorBoard follows only the newest event file of a directory: one writer each.
+    assert {name: len(found) for name, found in files.items()} == {
+        "train": 1, "validation": 1, "pose": 1}, files
+    tags = {name: _event_tags(found[0]) for name, found in files.items()}
+    assert {"epoch_loss", "epoch_loss_stack_1", "epoch_loss_stack_2",
+            "epoch_learning_rate"} <= tags["train"], tags["train"]
+    assert {"epoch_loss", "epoch_pck", "epoch_pck_bbox"} <= tags["validation"], tags
+    assert {"keypoint_pck_torso@0.2/nose", "keypoint_pck_bbox@0.05/right_ankle",
+            "skeletons/ground_truth_vs_predicted",
+            "heatmaps/target_vs_predicted"} <= tags["pose"], tags["pose"]

@@ -24,6 +24,18 @@ def atomic_save_network(network: keras.Model, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
+def summary_writer(log_dir):
+    """A ``tf.summary`` writer for ``log_dir``: a path (a new writer), a writer (itself) or
+    ``None``.
+
+    TensorBoard follows only the newest event file of a directory, so callbacks that write
+    into one directory must share one writer (each new writer starts a new event file).
+    """
+    if log_dir is None or hasattr(log_dir, "as_default"):
+        return log_dir
+    return tf.summary.create_file_writer(os.fspath(log_dir))
+
+
 class PCKCallback(keras.callbacks.Callback):
     """Scores the configured metrics on the validation records every ``every`` epochs.
 
@@ -36,7 +48,9 @@ class PCKCallback(keras.callbacks.Callback):
         dataset: validation reader batches (finite).
         keypoint_set: names for the per-keypoint scalars.
         every: evaluate every N epochs (and always at the last epoch).
-        log_dir: TensorBoard directory for the per-keypoint scalars, or ``None``.
+        log_dir: TensorBoard directory for the per-keypoint scalars, or a ``tf.summary``
+            writer (share one with :class:`TensorBoardImages` writing the same directory), or
+            ``None``.
         total_epochs: the run's epochs (the last one is always scored).
         flip_test: average with the mirrored input's prediction.
         metric_names: the metrics, the monitored headline first (default: PCK@0.2 torso and
@@ -58,7 +72,7 @@ class PCKCallback(keras.callbacks.Callback):
         self.every = max(1, int(every))
         self.total_epochs = total_epochs
         self.flip_test = flip_test
-        self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+        self.writer = summary_writer(log_dir or None)
         self._predict = None
         self.last: dict | None = None
 
@@ -175,7 +189,8 @@ class TensorBoardImages(keras.callbacks.Callback):
 
     Args:
         batch: one validation reader batch (dict of tensors), drawn at every logging epoch.
-        log_dir: TensorBoard directory.
+        log_dir: TensorBoard directory, or a ``tf.summary`` writer (share one with
+            :class:`PCKCallback` writing the same directory).
         keypoint_set: skeleton to draw.
         every: epochs between image summaries.
         max_images: crops per summary.
@@ -185,7 +200,7 @@ class TensorBoardImages(keras.callbacks.Callback):
                  max_images: int = 4):
         super().__init__()
         self.batch = batch
-        self.writer = tf.summary.create_file_writer(log_dir)
+        self.writer = summary_writer(log_dir)
         self.keypoint_set = keypoint_set
         self.every = max(1, int(every))
         self.max_images = max_images

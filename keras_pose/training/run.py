@@ -439,8 +439,11 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     logs = work_dir / "logs"
     best_path = work_dir / "model.keras"
     metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
+    # One writer for everything under logs/pose: TensorBoard follows only the newest event
+    # file of a directory, so a second writer there would hide the first one's updates.
+    pose_writer = cbs.summary_writer(logs / "pose")
     pck = cbs.PCKCallback(val_ds, keypoint_set, every=pipeline.callbacks.pck_every,
-                          log_dir=str(logs / "pose"), total_epochs=pipeline.train.epochs,
+                          log_dir=pose_writer, total_epochs=pipeline.train.epochs,
                           flip_test=pipeline.callbacks.flip_test, metric_names=metric_names)
     callback_list = [
         pck,
@@ -451,7 +454,7 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     if pipeline.callbacks.images_every:
         sample = next(iter(val_ds.take(1)))
         callback_list.insert(1, cbs.TensorBoardImages(
-            sample, str(logs / "pose"), keypoint_set, every=pipeline.callbacks.images_every,
+            sample, pose_writer, keypoint_set, every=pipeline.callbacks.images_every,
             max_images=pipeline.callbacks.num_images))
     if pipeline.callbacks.early_stopping_patience:
         callback_list.append(keras.callbacks.EarlyStopping(
@@ -464,6 +467,7 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
                 steps_per_epoch=pipeline.train.steps_per_epoch,
                 validation_data=fit_val_ds, callbacks=callback_list, verbose=verbose,
                 shuffle=False)
+    pose_writer.close()
     train_seconds = time.time() - started
 
     # Score the best checkpoint, not the last epoch.
