@@ -38,7 +38,9 @@ def parse_box(text: str) -> list[float]:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``tools/train.py``: exit 0 on success, 2 with a message for a bad pipeline or data."""
+    """``tools/train.py``: the exit status says how the run ended, with a message for each
+    failure: 0 = success; 2 = it could not start (a bad pipeline or data); 1 = training stopped
+    part way (a NaN loss)."""
     parser = argparse.ArgumentParser(description=TRAIN_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE),
@@ -57,8 +59,11 @@ def train_main(argv: list[str] | None = None) -> int:
         pipeline = load_pipeline(args.pipeline, args.overrides)
         output = pathlib.Path(args.output or pathlib.Path("runs") / pipeline.name)
         summary = train(pipeline, output)
-    except (PipelineError, RunError) as error:
+    except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_status
     print(format_summary(summary))
     return 0

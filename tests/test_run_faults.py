@@ -4,7 +4,9 @@ after training, SIGTERM during ``model.fit``. Each drives the real run (``train_
 
 from __future__ import annotations
 
+import json
 import pathlib
+import re
 import shutil
 
 import pytest
@@ -137,3 +139,46 @@ def test_each_tensorboard_directory_has_one_event_file_with_every_tag(tmp_path, 
     assert {"keypoint_pck_torso@0.2/nose", "keypoint_pck_bbox@0.05/right_ankle",
             "skeletons/ground_truth_vs_predicted",
             "heatmaps/target_vs_predicted"} <= tags["pose"], tags["pose"]
+
+
+# -- 3. a loss that becomes NaN -----------------------------------------------------------------
+
+
+def test_nan_loss_stops_the_run_naming_step_and_output(tmp_path, synthetic_dir, capsys):
+    import csv
+    import math
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    # Epoch 1 learns at 1e-3; from epoch 2 the step schedule multiplies it to 1e6.
+    pipeline = write_pipeline(tmp_path, synthetic_dir, epochs=3, steps=4, schedule="step",
+                              factor=1e9, export=True)
+    out = tmp_path / "run"
+    assert train_main(pipeline, out) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: the loss became "), err
+    assert re.search(r"at training step \d+ \(epoch 2/3, batch [1-4]/4\)", message), message
+    # Which output (this seed: stack_1 first; both named if both go).
+    assert re.search(r"output 'stack_[12]' loss = (nan|inf)", message), message
+    assert "best checkpoint" in message and str(out / "model.keras") in message
+    assert "learning_rate" in message
+
+    # The finished epoch's artefacts are intact; nothing of epoch 2 reached them.
+    best = json.loads((out / "model.best.json").read_text())
+    assert best["epoch"] == 1
+    network = keras.saving.load_model(out / "model.keras", compile=False)
+    assert all(np.isfinite(w).all() for w in network.get_weights())
+    with (out / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [0] and math.isfinite(float(rows[0]["loss"]))
+    assert json.loads((out / "backup" / "state.json").read_text())["epoch"] == 1
+    steps = {(value.tag, event.step)
+             for events in (out / "logs" / "train").glob("events.out.tfevents.*")
+             for event in tf.compat.v1.train.summary_iterator(str(events))
+             for value in event.summary.value}
+    assert ("epoch_loss", 0) in steps and ("epoch_loss", 1) not in steps, steps
+    assert not (out / "summary.json").exists() and not (tmp_path / "saved_models").exists()

@@ -1,4 +1,5 @@
-"""Callbacks: PCK on the validation records, TensorBoard pictures, the best checkpoint."""
+"""Callbacks: PCK on the validation records, TensorBoard pictures, the best checkpoint, a
+backup that survives a kill, a stop at the first non-finite loss."""
 
 from __future__ import annotations
 
@@ -110,6 +111,69 @@ class PCKCallback(keras.callbacks.Callback):
                     if value is not None:
                         tf.summary.scalar(f"keypoint_{spec.name}/{name}", value)
         self.writer.flush()
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training step's loss was NaN or infinite; raised by :class:`StopOnNonFiniteLoss`.
+
+    Attributes:
+        step: the global training step (1-based: the optimizer's step count after it).
+        epoch: the epoch, 1-based; ``batch`` the step within it, 1-based.
+        losses: every non-finite loss of the step logs, ``{log name: value}``.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, batch: int, losses: dict):
+        super().__init__(message)
+        self.step, self.epoch, self.batch, self.losses = step, epoch, batch, losses
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops ``fit`` at the first training step whose loss is NaN or infinite.
+
+    Raises :class:`NonFiniteLoss` naming the global step, the epoch and batch, and each output
+    whose loss (``loss_<output>`` in the logs) is not finite. Unlike
+    ``keras.callbacks.TerminateOnNaN``, which lets the epoch finish, it stops at once: the
+    epoch-end callbacks (best checkpoint, backup, CSV and TensorBoard logs) never see the
+    broken weights and keep the last finished epoch.
+
+    Args:
+        epochs: the run's planned epochs, for the message.
+        steps_per_epoch: steps per epoch, for the message.
+    """
+
+    def __init__(self, epochs: int | None = None, steps_per_epoch: int | None = None):
+        super().__init__()
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        losses = {}
+        for name, value in (logs or {}).items():
+            if name == "loss" or name.startswith("loss_"):
+                values = np.asarray(value, np.float64).reshape(-1)
+                if values.size and not np.isfinite(values).all():
+                    losses[name] = float(values[~np.isfinite(values)][0])
+        if not losses:
+            return
+        step = int(np.asarray(self.model.optimizer.iterations))
+        epoch, batch = self._epoch + 1, int(batch) + 1
+        of_epochs = f"/{self.epochs}" if self.epochs else ""
+        of_steps = f"/{self.steps_per_epoch}" if self.steps_per_epoch else ""
+        outputs = [f"output {name[5:]!r} loss = {value}" for name, value in losses.items()
+                   if name != "loss"]
+        total = losses.get("loss")
+        what = "NaN" if any(np.isnan(v) for v in losses.values()) else "infinite"
+        detail = ", ".join(outputs)
+        if total is not None:
+            detail = f"{detail} (total loss = {total})" if detail else f"total loss = {total}"
+        raise NonFiniteLoss(
+            f"the loss became {what} at training step {step} (epoch {epoch}{of_epochs}, "
+            f"batch {batch}{of_steps}): {detail}",
+            step=step, epoch=epoch, batch=batch, losses=losses)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -28,7 +28,18 @@ from keras_pose.training.trainer import PoseTrainer
 
 
 class RunError(RuntimeError):
-    """A run that cannot start (missing records, inconsistent data); the message says why."""
+    """A run that cannot start (missing records, inconsistent data); the message says why.
+
+    ``exit_status`` is what ``tools/train.py`` exits with: 2 here, other values in subclasses.
+    """
+
+    exit_status = 2
+
+
+class TrainingFailed(RunError):
+    """Training started and stopped before its end (a NaN loss); what was kept is named."""
+
+    exit_status = 1
 
 
 def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
@@ -463,11 +474,23 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     # checkpoint and logs are written.
     callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup")))
 
-    trainer.fit(train_ds, epochs=pipeline.train.epochs,
-                steps_per_epoch=pipeline.train.steps_per_epoch,
-                validation_data=fit_val_ds, callbacks=callback_list, verbose=verbose,
-                shuffle=False)
-    pose_writer.close()
+    # First: a non-finite loss stops the step before any other callback sees it.
+    callback_list.insert(0, cbs.StopOnNonFiniteLoss(pipeline.train.epochs,
+                                                    pipeline.train.steps_per_epoch))
+
+    try:
+        trainer.fit(train_ds, epochs=pipeline.train.epochs,
+                    steps_per_epoch=pipeline.train.steps_per_epoch,
+                    validation_data=fit_val_ds, callbacks=callback_list, verbose=verbose,
+                    shuffle=False)
+    except cbs.NonFiniteLoss as error:
+        _close_logs(callback_list)
+        raise TrainingFailed(f"{error}. {_kept(work_dir, best_path)} Lower [optimizer] "
+                             "learning_rate (or set [optimizer] clipnorm) and run the command "
+                             "again: it resumes from the backup (remove "
+                             f"{work_dir / 'backup'} to start over).") from None
+    finally:
+        pose_writer.close()
     train_seconds = time.time() - started
 
     # Score the best checkpoint, not the last epoch.
@@ -513,6 +536,35 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     if chief:
         write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _close_logs(callback_list: list) -> None:
+    """Flush and close the TensorBoard and CSV logs of a ``fit`` that raised (``fit`` only
+    closes them at its end). The backup callback is left alone: ending it would remove the
+    backup that a re-run resumes from."""
+    for callback in callback_list:
+        if isinstance(callback, (keras.callbacks.TensorBoard, keras.callbacks.CSVLogger)):
+            with contextlib.suppress(Exception):
+                callback.on_train_end()
+
+
+def _kept(work_dir: pathlib.Path, best_path: pathlib.Path) -> str:
+    """What a stopped run keeps: its best checkpoint, backup and logs, for the message."""
+    record = best_path.with_suffix(".best.json")
+    if best_path.exists() and record.exists():
+        best = json.loads(record.read_text())
+        checkpoint = (f"The best checkpoint {best_path} (epoch {best.get('epoch')}, "
+                      f"{best.get('monitor')} = {best.get('value', float('nan')):.4f})")
+    elif best_path.exists():
+        checkpoint = f"The best checkpoint {best_path}"
+    else:
+        checkpoint = "No checkpoint yet (no epoch finished);"
+    backup = work_dir / "backup" / "state.json"
+    finished = json.loads(backup.read_text())["epoch"] if backup.exists() else 0
+    kept = (f"{checkpoint}, the backup of epoch {finished} in {backup.parent}"
+            if finished else checkpoint)
+    return f"{kept.rstrip(';')} and the logs so far ({work_dir / 'logs'}, " \
+        f"{work_dir / 'history.csv'}) are kept."
 
 
 def _checked_metrics(pipeline: Pipeline, keypoint_set, network) -> list[str]:
