@@ -40,7 +40,8 @@ def parse_box(text: str) -> list[float]:
 def train_main(argv: list[str] | None = None) -> int:
     """``tools/train.py``: the exit status says how the run ended, with a message for each
     failure: 0 = success; 2 = it could not start (a bad pipeline or data); 1 = training stopped
-    part way (a NaN loss)."""
+    part way (a NaN loss), or the final evaluation or the export failed (the message says how
+    to finish them by hand)."""
     parser = argparse.ArgumentParser(description=TRAIN_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE),
@@ -63,6 +64,8 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except RunError as error:
+        if getattr(error, "summary", None):  # trained; a step after training failed
+            print(format_summary(error.summary))
         print(f"error: {error}", file=sys.stderr)
         return error.exit_status
     print(format_summary(summary))

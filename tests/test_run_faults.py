@@ -182,3 +182,59 @@ def test_nan_loss_stops_the_run_naming_step_and_output(tmp_path, synthetic_dir, 
              for value in event.summary.value}
     assert ("epoch_loss", 0) in steps and ("epoch_loss", 1) not in steps, steps
     assert not (out / "summary.json").exists() and not (tmp_path / "saved_models").exists()
+
+
+# -- 4. failures after training lose nothing ----------------------------------------------------
+
+
+def test_a_failed_export_keeps_the_evaluation_and_says_how_to_export(tmp_path, synthetic_dir,
+                                                                      capsys):
+    base = tmp_path / "saved_models"
+    base.write_text("a file where the export base directory should be\n")
+    pipeline = write_pipeline(tmp_path, synthetic_dir, export=True, base=base)
+    out = tmp_path / "run"
+    assert train_main(pipeline, out) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "the export failed: NotADirectoryError" in captured.err, captured.err
+    assert str(base) in captured.err
+    assert (f"finish by hand: python tools/export.py --model {out} --name tiny --base {base}"
+            in captured.err), captured.err
+    assert "tools/evaluate.py" not in captured.err  # the evaluation succeeded
+    assert "NotADirectoryError" in (out / "export.error.txt").read_text()
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["val_pck_torso@0.2"] <= 1.0
+    assert "export" not in summary and "NotADirectoryError" in summary["failed"]["export"]["error"]
+    assert (out / "evaluation.json").exists() and (out / "model.keras").exists()
+    assert "val PCK@0.2 torso" in captured.out and "export     : FAILED" in captured.out
+
+
+def test_a_failed_evaluation_still_exports_and_says_how_to_evaluate(tmp_path, synthetic_dir,
+                                                                     capsys):
+    records = tmp_path / "records"
+    shutil.copytree(synthetic_dir / "records-32", records)
+    annotations = tmp_path / "val.json"
+    annotations.write_text("this is not JSON\n")
+    base = tmp_path / "saved_models"
+    pipeline = write_pipeline(tmp_path, synthetic_dir, export=True, base=base, records=records,
+                              val_annotations=str(annotations))
+    out = tmp_path / "run"
+    assert train_main(pipeline, out) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert (f"the final evaluation failed: ValueError: {annotations}: not valid JSON"
+            in captured.err), captured.err
+    assert (f"finish by hand: python tools/evaluate.py --model {out} --records "
+            f"'{records}/val-*.tfrecord' --annotations {annotations} "
+            f"--metrics pck_torso@0.2,pck_bbox@0.05 --output {out}") in captured.err
+    assert "tools/export.py" not in captured.err  # the export succeeded
+
+    assert (base / "tiny" / "1" / "saved_model.pb").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["export"] == str(base / "tiny" / "1")
+    assert "val_pck_torso@0.2" not in summary and "evaluation" not in summary
+    assert "not valid JSON" in summary["failed"]["evaluation"]["error"]
+    assert not (out / "evaluation.json").exists() and (out / "model.keras").exists()
+    assert f"SavedModel : {base / 'tiny' / '1'}" in captured.out
+    assert "evaluation : FAILED" in captured.out

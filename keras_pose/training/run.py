@@ -7,8 +7,11 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import shlex
 import shutil
+import sys
 import time
+import traceback
 
 import keras
 import tensorflow as tf
@@ -40,6 +43,20 @@ class TrainingFailed(RunError):
     """Training started and stopped before its end (a NaN loss); what was kept is named."""
 
     exit_status = 1
+
+
+class RunIncomplete(RunError):
+    """Training finished but the final evaluation or the export failed.
+
+    ``summary`` holds what succeeded (it is also in ``summary.json``); the message names each
+    failure, why, and the command that finishes it by hand.
+    """
+
+    exit_status = 1
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
 def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
@@ -492,11 +509,96 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     finally:
         pose_writer.close()
     train_seconds = time.time() - started
+    summary = {
+        "pipeline": pipeline.name,
+        "model": pipeline.model.name,
+        "train_seconds": round(train_seconds, 1),
+        "run_dir": str(output_dir),
+        "tensorboard": f"tensorboard --logdir {output_dir.parent}",
+        "best_checkpoint": str(best_path),
+    }
 
-    # Score the best checkpoint, not the last epoch.
+    # After training nothing may lose the run: the checkpoint, the final evaluation and the
+    # export each report their own failure, the others still run, and summary.json says
+    # what succeeded (and what failed, with how to finish by hand).
+    failures: dict[str, dict] = {}
+    evaluate_by_hand = _evaluate_command(pipeline, output_dir, metric_names)
+    export_by_hand = _export_command(pipeline, output_dir)
+    exporting = chief and pipeline.export.enabled
+    # Score and export the best checkpoint, not the last epoch (neither runs without it).
+    if _attempt(failures, "checkpoint", "loading the best checkpoint", work_dir,
+                lambda: _use_best_checkpoint(trainer.network, best_path, chief),
+                f"fix the cause; then {evaluate_by_hand}"
+                + (f" and {export_by_hand}" if exporting else "")):
+        report = _attempt(failures, "evaluation", "the final evaluation", work_dir,
+                          lambda: _final_evaluation(pipeline, trainer, val_ds, keypoint_set,
+                                                    metric_names, work_dir),
+                          evaluate_by_hand)
+        if report is not None:
+            summary.update(_metric_summary(report))
+            summary["evaluation"] = str(output_dir / "evaluation.json")
+        if exporting:
+            exported = _attempt(failures, "export", "the export", work_dir,
+                                lambda: _export(pipeline, trainer, output_dir), export_by_hand)
+            if exported is not None:
+                summary["export"] = str(exported)
+    if not chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work_dir.parent.rmdir()  # "workers/", once the last worker has left it
+    if failures:
+        summary["failed"] = failures
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    summary["peak_rss_mib"] = round(peak_rss_mib())
+    if chief:
+        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if failures:
+        raise RunIncomplete(
+            "training finished, but not everything after it (summary.json has what "
+            "succeeded):\n" + "\n".join(_failure_lines(failure) for failure in failures.values()),
+            summary)
+    return summary
+
+
+def _attempt(failures: dict, step: str, what: str, work_dir: pathlib.Path, action,
+             by_hand: str):
+    """Run one step after training; a failure gives ``None`` and ``failures[step]``:
+    ``error`` (what failed and why), ``finish_by_hand`` (the command) and ``traceback`` (the
+    file holding it)."""
+    traceback_path = work_dir / f"{step}.error.txt"
+    traceback_path.unlink(missing_ok=True)  # an earlier attempt's
+    try:
+        return action()
+    except Exception as error:  # noqa: BLE001 - any failure here must not lose the run
+        failures[step] = {"error": f"{what} failed: {type(error).__name__}: {error}",
+                          "finish_by_hand": by_hand}
+        with contextlib.suppress(OSError):
+            write_text_atomic(traceback_path, traceback.format_exc())
+            failures[step]["traceback"] = str(traceback_path)
+        print(f"{what} failed ({type(error).__name__}); the run goes on and says at its end "
+              "how to finish by hand", file=sys.stderr, flush=True)
+        return None
+
+
+def _failure_lines(failure: dict) -> str:
+    where = f" (traceback in {failure['traceback']})" if "traceback" in failure else ""
+    return f"  {failure['error']}{where}\n    finish by hand: {failure['finish_by_hand']}"
+
+
+def _use_best_checkpoint(network: keras.Model, best_path: pathlib.Path, chief: bool) -> bool:
+    """Load the best checkpoint's weights into ``network``; without one (no epoch improved on
+    the stored best), the chief saves the network as it is."""
     if best_path.exists():
         best = keras.saving.load_model(best_path, compile=False)
-        trainer.network.set_weights(best.get_weights())
+        network.set_weights(best.get_weights())
+    elif chief:
+        cbs.atomic_save_network(network, best_path)
+    return True
+
+
+def _final_evaluation(pipeline: Pipeline, trainer: PoseTrainer, val_ds, keypoint_set,
+                      metric_names: list[str], work_dir: pathlib.Path) -> dict:
+    """Score the network on the validation records (and COCO AP); write ``evaluation.json``."""
     predict = evaluate.make_predict_function(trainer.network, keypoint_set=keypoint_set,
                                              flip_test=pipeline.callbacks.flip_test,
                                              sampler=trainer.sampler)
@@ -512,30 +614,27 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     if report.get("coco_skipped"):
         print(f"COCO AP skipped: {report['coco_skipped']}", flush=True)
     write_json_atomic(work_dir / "evaluation.json", report)
-    summary = {
-        "pipeline": pipeline.name,
-        "model": pipeline.model.name,
-        **_metric_summary(report),
-        "train_seconds": round(train_seconds, 1),
-        "run_dir": str(output_dir),
-        "tensorboard": f"tensorboard --logdir {output_dir.parent}",
-        "best_checkpoint": str(best_path),
-        "evaluation": str(output_dir / "evaluation.json"),
-    }
-    if chief:
-        if not best_path.exists():
-            cbs.atomic_save_network(trainer.network, best_path)
-        if pipeline.export.enabled:
-            summary["export"] = str(_export(pipeline, trainer, output_dir))
-    else:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            work_dir.parent.rmdir()  # "workers/", once the last worker has left it
-    summary["wall_seconds"] = round(time.time() - started, 1)
-    summary["peak_rss_mib"] = round(peak_rss_mib())
-    if chief:
-        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return report
+
+
+def _evaluate_command(pipeline: Pipeline, output_dir: pathlib.Path, metric_names) -> str:
+    """``tools/evaluate.py`` doing what the final evaluation does, into the run directory."""
+    words = ["python", "tools/evaluate.py", "--model", str(output_dir),
+             "--records", pipeline.data.val_records]
+    annotations = pipeline.data.val_annotations
+    if annotations and pathlib.Path(annotations).exists():
+        words += ["--annotations", annotations]
+    words += ["--metrics", ",".join(metric_names)]
+    if pipeline.callbacks.flip_test:
+        words.append("--flip-test")
+    words += ["--output", str(output_dir)]
+    return shlex.join(words)
+
+
+def _export_command(pipeline: Pipeline, output_dir: pathlib.Path) -> str:
+    """``tools/export.py`` doing what the run's export does."""
+    return shlex.join(["python", "tools/export.py", "--model", str(output_dir), "--name",
+                       pipeline.export.name or pipeline.name, "--base", pipeline.export.base])
 
 
 def _close_logs(callback_list: list) -> None:
@@ -613,7 +712,35 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    """The closing summary as a person reads it at the end of ``tools/train.py``."""
+    """The closing summary as a person reads it at the end of ``tools/train.py``.
+
+    A step that failed after training (``summary["failed"]``) shows as FAILED; its scores,
+    evaluation file or SavedModel are left out.
+    """
+    failed = summary.get("failed", {})
+    lines = [
+        "",
+        f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
+        f"{summary['wall_seconds']:.0f} s "
+        f"(training and validation {summary['train_seconds']:.0f} s); "
+        f"peak memory {summary['peak_rss_mib']:,} MiB.",
+    ]
+    if "metrics" in summary:
+        lines += _format_scores(summary)
+    lines += [
+        f"  logs       : {summary['run_dir']}/logs   ({summary['tensorboard']})",
+        f"  checkpoint : {summary['best_checkpoint']}",
+    ]
+    for key, label, failure in (("evaluation", "evaluation", "evaluation"),
+                                ("export", "SavedModel", "export")):
+        if key in summary:
+            lines.append(f"  {label:<11s}: {summary[key]}")
+        elif failure in failed:
+            lines.append(f"  {failure:<11s}: FAILED (see the error below)")
+    return "\n".join(lines)
+
+
+def _format_scores(summary: dict) -> list[str]:
     specs = [metrics.parse_metric(name) for name in summary["metrics"]]
     headline, others = specs[0], specs[1:]
     coco = ""
@@ -622,11 +749,6 @@ def format_summary(summary: dict) -> str:
     elif summary.get("coco_skipped"):
         coco = "   COCO AP: skipped (no OKS sigmas)"
     lines = [
-        "",
-        f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
-        f"{summary['wall_seconds']:.0f} s "
-        f"(training and validation {summary['train_seconds']:.0f} s); "
-        f"peak memory {summary['peak_rss_mib']:,} MiB.",
         f"  val {headline.label} : {_fmt(summary['val_' + headline.name])}   "
         + "".join(f"{s.label}: {_fmt(summary['val_' + s.name])}   " for s in others)
         + f"({summary['val_persons']} held-out persons){coco}",
@@ -636,13 +758,4 @@ def format_summary(summary: dict) -> str:
     for i in range(0, len(items), 3):
         lines.append("    " + "  ".join(
             f"{n:>15s} {_fmt(v, 2)}" for n, v in items[i:i + 3]))
-    lines += [
-        f"  logs       : {summary['run_dir']}/logs   ({summary['tensorboard']})",
-        f"  checkpoint : {summary['best_checkpoint']}",
-        f"  evaluation : {summary['evaluation']}",
-    ]
-    if "export" in summary:
-        lines.append(f"  SavedModel : {summary['export']}")
-    return "\n".join(lines)
-
-
+    return lines
