@@ -22,6 +22,10 @@ With no arguments it runs the embedded default: make the synthetic dataset (cach
 to TFRecords, train the ``quickstart`` pipeline, evaluate on held-out synthetic images, export a
 SavedModel to ``saved_models/quickstart/<version>/`` and print a closing summary. Running the
 same command again after an interruption resumes from the last finished epoch.
+
+Exit status: 0 = done; 2 = the run could not start (a bad pipeline or data); 1 = training
+stopped part way (a NaN loss) or the final evaluation or the export failed (the message says how
+to finish by hand); 143 = stopped by SIGTERM at the next step (the same command resumes).
 """
 
 
@@ -41,7 +45,7 @@ def train_main(argv: list[str] | None = None) -> int:
     """``tools/train.py``: the exit status says how the run ended, with a message for each
     failure: 0 = success; 2 = it could not start (a bad pipeline or data); 1 = training stopped
     part way (a NaN loss), or the final evaluation or the export failed (the message says how
-    to finish them by hand)."""
+    to finish them by hand); 143 = stopped by SIGTERM (the same command resumes)."""
     parser = argparse.ArgumentParser(description=TRAIN_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE),

@@ -238,3 +238,66 @@ def test_a_failed_evaluation_still_exports_and_says_how_to_evaluate(tmp_path, sy
     assert not (out / "evaluation.json").exists() and (out / "model.keras").exists()
     assert f"SavedModel : {base / 'tiny' / '1'}" in captured.out
     assert "evaluation : FAILED" in captured.out
+
+
+# -- 5. SIGTERM during model.fit ----------------------------------------------------------------
+
+
+def _epochs_done(history: pathlib.Path) -> list[int]:
+    import csv
+
+    if not history.exists():
+        return []
+    with history.open() as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_sigterm_during_fit_stops_cleanly_and_the_same_command_resumes(tmp_path, synthetic_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    epochs = 5
+    pipeline = write_pipeline(tmp_path, synthetic_dir, epochs=epochs, steps=30)
+    out = tmp_path / "run"
+    command = [sys.executable, str(TRAIN), "--pipeline", str(pipeline), "--output", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    history = out / "history.csv"
+    with (tmp_path / "first.out").open("w") as stdout, \
+            (tmp_path / "first.err").open("w") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
+        try:
+            deadline = time.time() + 300
+            while len(_epochs_done(history)) < 2:
+                assert proc.poll() is None, (tmp_path / "first.err").read_text()[-3000:]
+                assert time.time() < deadline, "training too slow to reach epoch 2"
+                time.sleep(0.2)
+            time.sleep(0.5)  # into the next epoch
+            proc.send_signal(signal.SIGTERM)
+            returncode = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = (tmp_path / "first.err").read_text()
+    assert returncode == 128 + signal.SIGTERM, (returncode, err[-3000:])
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: stopped by SIGTERM during epoch "), message
+    state = json.loads((out / "backup" / "state.json").read_text())
+    resume_from = state["epoch"]
+    done_before = _epochs_done(history)
+    # The backup holds every logged epoch: nothing logged is lost, nothing half done is kept.
+    assert done_before == list(range(resume_from)) and 2 <= resume_from < epochs, done_before
+    assert re.search(r"during epoch \d/5 \(after training step \d+\)", message), message
+    assert f"Run the same command to resume from epoch {resume_from + 1}." in message, message
+    assert not list((out / "backup").glob("tmp-*"))  # no half-written backup
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _epochs_done(history) == list(range(epochs))
+    assert not (out / "backup").exists()
+    assert json.loads((out / "summary.json").read_text())["val_persons"] == 5

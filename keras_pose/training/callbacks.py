@@ -1,11 +1,13 @@
 """Callbacks: PCK on the validation records, TensorBoard pictures, the best checkpoint, a
-backup that survives a kill, a stop at the first non-finite loss."""
+backup that survives a kill, a stop at the first non-finite loss, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import signal
+import threading
 from collections.abc import Sequence
 
 import keras
@@ -174,6 +176,78 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"the loss became {what} at training step {step} (epoch {epoch}{of_epochs}, "
             f"batch {batch}{of_steps}): {detail}",
             step=step, epoch=epoch, batch=batch, losses=losses)
+
+
+class Interrupted(RuntimeError):
+    """``fit`` stopped on a signal (:class:`StopOnSignal`); ``signum``, ``epoch`` (1-based)."""
+
+    def __init__(self, message: str, *, signum: int, epoch: int):
+        super().__init__(message)
+        self.signum, self.epoch = signum, epoch
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns SIGTERM during ``fit`` into a clean stop at the next step.
+
+    Python's default for SIGTERM ends the process at once, without a word. From
+    ``on_train_begin`` this callback's handler only notes the signal; the next training or
+    validation step, or the next epoch, then raises :class:`Interrupted`. A signal during the
+    epoch-end callbacks lets them finish, so that epoch's checkpoint, logs and backup are
+    complete; a step begun in an unfinished epoch is dropped (a resume starts that epoch
+    again from the backup). The first signal restores the previous handler, so a second one
+    ends the process as before. Call :meth:`restore` when ``fit`` ends, also by an exception
+    (``fit`` then skips ``on_train_end``). Only the main thread can set handlers; elsewhere
+    this does nothing.
+
+    Args:
+        signals: the signals to catch.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+        super().__init__()
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum, frame):
+        self.received = signum
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before ``on_train_begin``."""
+        while self._previous:
+            signum, handler = self._previous.popitem()
+            signal.signal(signum, handler)
+
+    def _stop_if_signalled(self):
+        if self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        epochs = (self.params or {}).get("epochs")
+        steps = int(np.asarray(self.model.optimizer.iterations))
+        raise Interrupted(f"stopped by {name} during epoch {self._epoch + 1}"
+                          f"{f'/{epochs}' if epochs else ''} (after training step {steps})",
+                          signum=self.received, epoch=self._epoch + 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._stop_if_signalled()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_train_end(self, logs=None):
+        self.restore()
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):

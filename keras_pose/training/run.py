@@ -45,6 +45,14 @@ class TrainingFailed(RunError):
     exit_status = 1
 
 
+class RunInterrupted(RunError):
+    """A signal (SIGTERM) stopped training; the same command resumes. Exit 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
+
+
 class RunIncomplete(RunError):
     """Training finished but the final evaluation or the export failed.
 
@@ -491,9 +499,12 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     # checkpoint and logs are written.
     callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup")))
 
-    # First: a non-finite loss stops the step before any other callback sees it.
-    callback_list.insert(0, cbs.StopOnNonFiniteLoss(pipeline.train.epochs,
-                                                    pipeline.train.steps_per_epoch))
+    # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
+    # stops at the next step (not in the middle of an epoch's checkpoint, logs and backup).
+    stop_on_signal = cbs.StopOnSignal()
+    callback_list[:0] = [cbs.StopOnNonFiniteLoss(pipeline.train.epochs,
+                                                 pipeline.train.steps_per_epoch),
+                         stop_on_signal]
 
     try:
         trainer.fit(train_ds, epochs=pipeline.train.epochs,
@@ -506,7 +517,14 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
                              "learning_rate (or set [optimizer] clipnorm) and run the command "
                              "again: it resumes from the backup (remove "
                              f"{work_dir / 'backup'} to start over).") from None
+    except cbs.Interrupted as error:
+        _close_logs(callback_list)
+        state = work_dir / "backup" / "state.json"
+        finished = json.loads(state.read_text())["epoch"] if state.exists() else 0
+        raise RunInterrupted(f"{error}. {_kept(work_dir, best_path)} Run the same command to "
+                             f"resume from epoch {finished + 1}.", error.signum) from None
     finally:
+        stop_on_signal.restore()
         pose_writer.close()
     train_seconds = time.time() - started
     summary = {
