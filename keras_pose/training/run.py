@@ -428,6 +428,13 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     the chief writes the run's files (resolved pipeline, best checkpoint, logs, summary,
     export). The other workers keep their own backups and scratch files in
     ``OUTPUT/workers/worker-<index>`` and remove the scratch files when training ends.
+
+    Raises (each a :class:`RunError` whose message says what happened and what was kept):
+        RunError: the run cannot start (records or their manifest missing, wrong keypoints).
+        TrainingFailed: a loss became NaN or infinite; training stopped at that step.
+        RunInterrupted: SIGTERM during ``fit``; stopped at the next step, resumable.
+        RunIncomplete: training finished but the final evaluation or the export failed; the
+            other still ran and ``summary.json`` holds what succeeded.
     """
     started = time.time()
     output_dir = pathlib.Path(output_dir)
