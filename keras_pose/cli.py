@@ -22,6 +22,10 @@ With no arguments it runs the embedded default: make the synthetic dataset (cach
 to TFRecords, train the ``quickstart`` pipeline, evaluate on held-out synthetic images, export a
 SavedModel to ``saved_models/quickstart/<version>/`` and print a closing summary. Running the
 same command again after an interruption resumes from the last finished epoch.
+
+Exit status: 0 = done; 2 = the run could not start (a bad pipeline or data); 1 = training
+stopped part way (a NaN loss) or the final evaluation or the export failed (the message says how
+to finish by hand); 143 = stopped by SIGTERM at the next step (the same command resumes).
 """
 
 
@@ -38,7 +42,10 @@ def parse_box(text: str) -> list[float]:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``tools/train.py``: exit 0 on success, 2 with a message for a bad pipeline or data."""
+    """``tools/train.py``: the exit status says how the run ended, with a message for each
+    failure: 0 = success; 2 = it could not start (a bad pipeline or data); 1 = training stopped
+    part way (a NaN loss), or the final evaluation or the export failed (the message says how
+    to finish them by hand); 143 = stopped by SIGTERM (the same command resumes)."""
     parser = argparse.ArgumentParser(description=TRAIN_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE),
@@ -57,8 +64,13 @@ def train_main(argv: list[str] | None = None) -> int:
         pipeline = load_pipeline(args.pipeline, args.overrides)
         output = pathlib.Path(args.output or pathlib.Path("runs") / pipeline.name)
         summary = train(pipeline, output)
-    except (PipelineError, RunError) as error:
+    except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunError as error:
+        if getattr(error, "summary", None):  # trained; a step after training failed
+            print(format_summary(error.summary))
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_status
     print(format_summary(summary))
     return 0

@@ -1,10 +1,13 @@
-"""Callbacks: PCK on the validation records, TensorBoard pictures, the best checkpoint."""
+"""Callbacks: PCK on the validation records, TensorBoard pictures, the best checkpoint, a
+backup that survives a kill, a stop at the first non-finite loss, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import signal
+import threading
 from collections.abc import Sequence
 
 import keras
@@ -24,6 +27,18 @@ def atomic_save_network(network: keras.Model, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
+def summary_writer(log_dir):
+    """A ``tf.summary`` writer for ``log_dir``: a path (a new writer), a writer (itself) or
+    ``None``.
+
+    TensorBoard follows only the newest event file of a directory, so callbacks that write
+    into one directory must share one writer (each new writer starts a new event file).
+    """
+    if log_dir is None or hasattr(log_dir, "as_default"):
+        return log_dir
+    return tf.summary.create_file_writer(os.fspath(log_dir))
+
+
 class PCKCallback(keras.callbacks.Callback):
     """Scores the configured metrics on the validation records every ``every`` epochs.
 
@@ -36,7 +51,9 @@ class PCKCallback(keras.callbacks.Callback):
         dataset: validation reader batches (finite).
         keypoint_set: names for the per-keypoint scalars.
         every: evaluate every N epochs (and always at the last epoch).
-        log_dir: TensorBoard directory for the per-keypoint scalars, or ``None``.
+        log_dir: TensorBoard directory for the per-keypoint scalars, or a ``tf.summary``
+            writer (share one with :class:`TensorBoardImages` writing the same directory), or
+            ``None``.
         total_epochs: the run's epochs (the last one is always scored).
         flip_test: average with the mirrored input's prediction.
         metric_names: the metrics, the monitored headline first (default: PCK@0.2 torso and
@@ -58,7 +75,7 @@ class PCKCallback(keras.callbacks.Callback):
         self.every = max(1, int(every))
         self.total_epochs = total_epochs
         self.flip_test = flip_test
-        self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+        self.writer = summary_writer(log_dir or None)
         self._predict = None
         self.last: dict | None = None
 
@@ -96,6 +113,141 @@ class PCKCallback(keras.callbacks.Callback):
                     if value is not None:
                         tf.summary.scalar(f"keypoint_{spec.name}/{name}", value)
         self.writer.flush()
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training step's loss was NaN or infinite; raised by :class:`StopOnNonFiniteLoss`.
+
+    Attributes:
+        step: the global training step (1-based: the optimizer's step count after it).
+        epoch: the epoch, 1-based; ``batch`` the step within it, 1-based.
+        losses: every non-finite loss of the step logs, ``{log name: value}``.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, batch: int, losses: dict):
+        super().__init__(message)
+        self.step, self.epoch, self.batch, self.losses = step, epoch, batch, losses
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops ``fit`` at the first training step whose loss is NaN or infinite.
+
+    Raises :class:`NonFiniteLoss` naming the global step, the epoch and batch, and each output
+    whose loss (``loss_<output>`` in the logs) is not finite. Unlike
+    ``keras.callbacks.TerminateOnNaN``, which lets the epoch finish, it stops at once: the
+    epoch-end callbacks (best checkpoint, backup, CSV and TensorBoard logs) never see the
+    broken weights and keep the last finished epoch.
+
+    Args:
+        epochs: the run's planned epochs, for the message.
+        steps_per_epoch: steps per epoch, for the message.
+    """
+
+    def __init__(self, epochs: int | None = None, steps_per_epoch: int | None = None):
+        super().__init__()
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        losses = {}
+        for name, value in (logs or {}).items():
+            if name == "loss" or name.startswith("loss_"):
+                values = np.asarray(value, np.float64).reshape(-1)
+                if values.size and not np.isfinite(values).all():
+                    losses[name] = float(values[~np.isfinite(values)][0])
+        if not losses:
+            return
+        step = int(np.asarray(self.model.optimizer.iterations))
+        epoch, batch = self._epoch + 1, int(batch) + 1
+        of_epochs = f"/{self.epochs}" if self.epochs else ""
+        of_steps = f"/{self.steps_per_epoch}" if self.steps_per_epoch else ""
+        outputs = [f"output {name[5:]!r} loss = {value}" for name, value in losses.items()
+                   if name != "loss"]
+        total = losses.get("loss")
+        what = "NaN" if any(np.isnan(v) for v in losses.values()) else "infinite"
+        detail = ", ".join(outputs)
+        if total is not None:
+            detail = f"{detail} (total loss = {total})" if detail else f"total loss = {total}"
+        raise NonFiniteLoss(
+            f"the loss became {what} at training step {step} (epoch {epoch}{of_epochs}, "
+            f"batch {batch}{of_steps}): {detail}",
+            step=step, epoch=epoch, batch=batch, losses=losses)
+
+
+class Interrupted(RuntimeError):
+    """``fit`` stopped on a signal (:class:`StopOnSignal`); ``signum``, ``epoch`` (1-based)."""
+
+    def __init__(self, message: str, *, signum: int, epoch: int):
+        super().__init__(message)
+        self.signum, self.epoch = signum, epoch
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns SIGTERM during ``fit`` into a clean stop at the next step.
+
+    Python's default for SIGTERM ends the process at once, without a word. From
+    ``on_train_begin`` this callback's handler only notes the signal; the next training or
+    validation step, or the next epoch, then raises :class:`Interrupted`. A signal during the
+    epoch-end callbacks lets them finish, so that epoch's checkpoint, logs and backup are
+    complete; a step begun in an unfinished epoch is dropped (a resume starts that epoch
+    again from the backup). The first signal restores the previous handler, so a second one
+    ends the process as before. Call :meth:`restore` when ``fit`` ends, also by an exception
+    (``fit`` then skips ``on_train_end``). Only the main thread can set handlers; elsewhere
+    this does nothing.
+
+    Args:
+        signals: the signals to catch.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+        super().__init__()
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum, frame):
+        self.received = signum
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before ``on_train_begin``."""
+        while self._previous:
+            signum, handler = self._previous.popitem()
+            signal.signal(signum, handler)
+
+    def _stop_if_signalled(self):
+        if self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        epochs = (self.params or {}).get("epochs")
+        steps = int(np.asarray(self.model.optimizer.iterations))
+        raise Interrupted(f"stopped by {name} during epoch {self._epoch + 1}"
+                          f"{f'/{epochs}' if epochs else ''} (after training step {steps})",
+                          signum=self.received, epoch=self._epoch + 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._stop_if_signalled()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_train_end(self, logs=None):
+        self.restore()
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -175,7 +327,8 @@ class TensorBoardImages(keras.callbacks.Callback):
 
     Args:
         batch: one validation reader batch (dict of tensors), drawn at every logging epoch.
-        log_dir: TensorBoard directory.
+        log_dir: TensorBoard directory, or a ``tf.summary`` writer (share one with
+            :class:`PCKCallback` writing the same directory).
         keypoint_set: skeleton to draw.
         every: epochs between image summaries.
         max_images: crops per summary.
@@ -185,7 +338,7 @@ class TensorBoardImages(keras.callbacks.Callback):
                  max_images: int = 4):
         super().__init__()
         self.batch = batch
-        self.writer = tf.summary.create_file_writer(log_dir)
+        self.writer = summary_writer(log_dir)
         self.keypoint_set = keypoint_set
         self.every = max(1, int(every))
         self.max_images = max_images

@@ -7,8 +7,11 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import shlex
 import shutil
+import sys
 import time
+import traceback
 
 import keras
 import tensorflow as tf
@@ -28,7 +31,40 @@ from keras_pose.training.trainer import PoseTrainer
 
 
 class RunError(RuntimeError):
-    """A run that cannot start (missing records, inconsistent data); the message says why."""
+    """A run that cannot start (missing records, inconsistent data); the message says why.
+
+    ``exit_status`` is what ``tools/train.py`` exits with: 2 here, other values in subclasses.
+    """
+
+    exit_status = 2
+
+
+class TrainingFailed(RunError):
+    """Training started and stopped before its end (a NaN loss); what was kept is named."""
+
+    exit_status = 1
+
+
+class RunInterrupted(RunError):
+    """A signal (SIGTERM) stopped training; the same command resumes. Exit 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
+
+
+class RunIncomplete(RunError):
+    """Training finished but the final evaluation or the export failed.
+
+    ``summary`` holds what succeeded (it is also in ``summary.json``); the message names each
+    failure, why, and the command that finishes it by hand.
+    """
+
+    exit_status = 1
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
 def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
@@ -324,7 +360,7 @@ def _dataset(pipeline: Pipeline, pattern: str, training: bool, num_keypoints: in
     if not training:
         # Declare the length (from the manifest): Keras otherwise warns "Your input ran out of
         # data; interrupting training" the first time a validation pass ends.
-        records = reader.read_manifest(pattern)["num_records"]
+        records = read_records_manifest(pattern, "val_records")["num_records"]
         batch = pipeline.train.batch_size
         batches = records // batch if drop_remainder else -(-records // batch)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
@@ -356,6 +392,31 @@ def _check_records(pattern: str, role: str) -> None:
         raise RunError(f"[data] {role} = {pattern!r} matches no file")
 
 
+def read_records_manifest(pattern: str, role: str) -> dict:
+    """The manifest beside a ``[data]`` records glob; a :class:`RunError` when it is missing.
+
+    A run needs it: it checks the records' keypoint set against ``[data] keypoint_set`` and
+    takes the validation length from it. There is no fallback (counting records, guessing the
+    keypoint set): the converters write the manifest last, after every shard, so shards without
+    one are most likely an interrupted conversion, and training on them would be silent about
+    it. The message names the glob and the manifest it looked for, and how to make one.
+
+    Args:
+        pattern: ``[data] train_records`` or ``val_records``.
+        role: that key's name, for the message.
+    """
+    try:
+        return reader.read_manifest(pattern)
+    except FileNotFoundError as error:
+        raise RunError(
+            f"[data] {role} = {pattern!r}: {error}. A run needs the manifest for the keypoint "
+            "set and the number of records: convert the split again into the same folder "
+            "(tools/convert_coco.py or tools/convert.py, with --overwrite); the converters "
+            "write the shards and then SPLIT.manifest.json") from None
+    except ValueError as error:  # not JSON, not a manifest, shards of several splits
+        raise RunError(f"[data] {role} = {pattern!r}: {error}") from None
+
+
 def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str = "auto"
           ) -> dict:
     """Run a whole pipeline; return the closing summary (also written to ``summary.json``).
@@ -367,6 +428,13 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     the chief writes the run's files (resolved pipeline, best checkpoint, logs, summary,
     export). The other workers keep their own backups and scratch files in
     ``OUTPUT/workers/worker-<index>`` and remove the scratch files when training ends.
+
+    Raises (each a :class:`RunError` whose message says what happened and what was kept):
+        RunError: the run cannot start (records or their manifest missing, wrong keypoints).
+        TrainingFailed: a loss became NaN or infinite; training stopped at that step.
+        RunInterrupted: SIGTERM during ``fit``; stopped at the next step, resumable.
+        RunIncomplete: training finished but the final evaluation or the export failed; the
+            other still ran and ``summary.json`` holds what succeeded.
     """
     started = time.time()
     output_dir = pathlib.Path(output_dir)
@@ -385,10 +453,11 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         write_text_atomic(output_dir / "pipeline.resolved.toml", to_toml(pipeline))
 
     keypoint_set = get_keypoint_set(pipeline.data.keypoint_set)
-    manifest = reader.read_manifest(pipeline.data.train_records)
-    if manifest and manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
-        raise RunError(f"records hold {manifest['keypoint_set']} keypoints but [data] "
-                       f"keypoint_set = {keypoint_set.name!r}")
+    for role in ("train_records", "val_records"):
+        manifest = read_records_manifest(getattr(pipeline.data, role), role)
+        if manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
+            raise RunError(f"[data] {role} hold {manifest['keypoint_set']} keypoints but "
+                           f"[data] keypoint_set = {keypoint_set.name!r}")
     k = keypoint_set.num_keypoints
 
     keras.utils.set_random_seed(pipeline.train.seed)
@@ -413,8 +482,11 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     logs = work_dir / "logs"
     best_path = work_dir / "model.keras"
     metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
+    # One writer for everything under logs/pose: TensorBoard follows only the newest event
+    # file of a directory, so a second writer there would hide the first one's updates.
+    pose_writer = cbs.summary_writer(logs / "pose")
     pck = cbs.PCKCallback(val_ds, keypoint_set, every=pipeline.callbacks.pck_every,
-                          log_dir=str(logs / "pose"), total_epochs=pipeline.train.epochs,
+                          log_dir=pose_writer, total_epochs=pipeline.train.epochs,
                           flip_test=pipeline.callbacks.flip_test, metric_names=metric_names)
     callback_list = [
         pck,
@@ -425,7 +497,7 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     if pipeline.callbacks.images_every:
         sample = next(iter(val_ds.take(1)))
         callback_list.insert(1, cbs.TensorBoardImages(
-            sample, str(logs / "pose"), keypoint_set, every=pipeline.callbacks.images_every,
+            sample, pose_writer, keypoint_set, every=pipeline.callbacks.images_every,
             max_images=pipeline.callbacks.num_images))
     if pipeline.callbacks.early_stopping_patience:
         callback_list.append(keras.callbacks.EarlyStopping(
@@ -434,16 +506,124 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     # checkpoint and logs are written.
     callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup")))
 
-    trainer.fit(train_ds, epochs=pipeline.train.epochs,
-                steps_per_epoch=pipeline.train.steps_per_epoch,
-                validation_data=fit_val_ds, callbacks=callback_list, verbose=verbose,
-                shuffle=False)
-    train_seconds = time.time() - started
+    # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
+    # stops at the next step (not in the middle of an epoch's checkpoint, logs and backup).
+    stop_on_signal = cbs.StopOnSignal()
+    callback_list[:0] = [cbs.StopOnNonFiniteLoss(pipeline.train.epochs,
+                                                 pipeline.train.steps_per_epoch),
+                         stop_on_signal]
 
-    # Score the best checkpoint, not the last epoch.
+    try:
+        trainer.fit(train_ds, epochs=pipeline.train.epochs,
+                    steps_per_epoch=pipeline.train.steps_per_epoch,
+                    validation_data=fit_val_ds, callbacks=callback_list, verbose=verbose,
+                    shuffle=False)
+    except cbs.NonFiniteLoss as error:
+        _close_logs(callback_list)
+        raise TrainingFailed(f"{error}. {_kept(work_dir, best_path)} Lower [optimizer] "
+                             "learning_rate (or set [optimizer] clipnorm) and run the command "
+                             "again: it resumes from the backup (remove "
+                             f"{work_dir / 'backup'} to start over).") from None
+    except cbs.Interrupted as error:
+        _close_logs(callback_list)
+        state = work_dir / "backup" / "state.json"
+        finished = json.loads(state.read_text())["epoch"] if state.exists() else 0
+        raise RunInterrupted(f"{error}. {_kept(work_dir, best_path)} Run the same command to "
+                             f"resume from epoch {finished + 1}.", error.signum) from None
+    finally:
+        stop_on_signal.restore()
+        pose_writer.close()
+    train_seconds = time.time() - started
+    summary = {
+        "pipeline": pipeline.name,
+        "model": pipeline.model.name,
+        "train_seconds": round(train_seconds, 1),
+        "run_dir": str(output_dir),
+        "tensorboard": f"tensorboard --logdir {output_dir.parent}",
+        "best_checkpoint": str(best_path),
+    }
+
+    # After training nothing may lose the run: the checkpoint, the final evaluation and the
+    # export each report their own failure, the others still run, and summary.json says
+    # what succeeded (and what failed, with how to finish by hand).
+    failures: dict[str, dict] = {}
+    evaluate_by_hand = _evaluate_command(pipeline, output_dir, metric_names)
+    export_by_hand = _export_command(pipeline, output_dir)
+    exporting = chief and pipeline.export.enabled
+    # Score and export the best checkpoint, not the last epoch (neither runs without it).
+    if _attempt(failures, "checkpoint", "loading the best checkpoint", work_dir,
+                lambda: _use_best_checkpoint(trainer.network, best_path, chief),
+                f"fix the cause; then {evaluate_by_hand}"
+                + (f" and {export_by_hand}" if exporting else "")):
+        report = _attempt(failures, "evaluation", "the final evaluation", work_dir,
+                          lambda: _final_evaluation(pipeline, trainer, val_ds, keypoint_set,
+                                                    metric_names, work_dir),
+                          evaluate_by_hand)
+        if report is not None:
+            summary.update(_metric_summary(report))
+            summary["evaluation"] = str(output_dir / "evaluation.json")
+        if exporting:
+            exported = _attempt(failures, "export", "the export", work_dir,
+                                lambda: _export(pipeline, trainer, output_dir), export_by_hand)
+            if exported is not None:
+                summary["export"] = str(exported)
+    if not chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work_dir.parent.rmdir()  # "workers/", once the last worker has left it
+    if failures:
+        summary["failed"] = failures
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    summary["peak_rss_mib"] = round(peak_rss_mib())
+    if chief:
+        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if failures:
+        raise RunIncomplete(
+            "training finished, but not everything after it (summary.json has what "
+            "succeeded):\n" + "\n".join(_failure_lines(failure) for failure in failures.values()),
+            summary)
+    return summary
+
+
+def _attempt(failures: dict, step: str, what: str, work_dir: pathlib.Path, action,
+             by_hand: str):
+    """Run one step after training; a failure gives ``None`` and ``failures[step]``:
+    ``error`` (what failed and why), ``finish_by_hand`` (the command) and ``traceback`` (the
+    file holding it)."""
+    traceback_path = work_dir / f"{step}.error.txt"
+    traceback_path.unlink(missing_ok=True)  # an earlier attempt's
+    try:
+        return action()
+    except Exception as error:  # noqa: BLE001 - any failure here must not lose the run
+        failures[step] = {"error": f"{what} failed: {type(error).__name__}: {error}",
+                          "finish_by_hand": by_hand}
+        with contextlib.suppress(OSError):
+            write_text_atomic(traceback_path, traceback.format_exc())
+            failures[step]["traceback"] = str(traceback_path)
+        print(f"{what} failed ({type(error).__name__}); the run goes on and says at its end "
+              "how to finish by hand", file=sys.stderr, flush=True)
+        return None
+
+
+def _failure_lines(failure: dict) -> str:
+    where = f" (traceback in {failure['traceback']})" if "traceback" in failure else ""
+    return f"  {failure['error']}{where}\n    finish by hand: {failure['finish_by_hand']}"
+
+
+def _use_best_checkpoint(network: keras.Model, best_path: pathlib.Path, chief: bool) -> bool:
+    """Load the best checkpoint's weights into ``network``; without one (no epoch improved on
+    the stored best), the chief saves the network as it is."""
     if best_path.exists():
         best = keras.saving.load_model(best_path, compile=False)
-        trainer.network.set_weights(best.get_weights())
+        network.set_weights(best.get_weights())
+    elif chief:
+        cbs.atomic_save_network(network, best_path)
+    return True
+
+
+def _final_evaluation(pipeline: Pipeline, trainer: PoseTrainer, val_ds, keypoint_set,
+                      metric_names: list[str], work_dir: pathlib.Path) -> dict:
+    """Score the network on the validation records (and COCO AP); write ``evaluation.json``."""
     predict = evaluate.make_predict_function(trainer.network, keypoint_set=keypoint_set,
                                              flip_test=pipeline.callbacks.flip_test,
                                              sampler=trainer.sampler)
@@ -459,30 +639,56 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     if report.get("coco_skipped"):
         print(f"COCO AP skipped: {report['coco_skipped']}", flush=True)
     write_json_atomic(work_dir / "evaluation.json", report)
-    summary = {
-        "pipeline": pipeline.name,
-        "model": pipeline.model.name,
-        **_metric_summary(report),
-        "train_seconds": round(train_seconds, 1),
-        "run_dir": str(output_dir),
-        "tensorboard": f"tensorboard --logdir {output_dir.parent}",
-        "best_checkpoint": str(best_path),
-        "evaluation": str(output_dir / "evaluation.json"),
-    }
-    if chief:
-        if not best_path.exists():
-            cbs.atomic_save_network(trainer.network, best_path)
-        if pipeline.export.enabled:
-            summary["export"] = str(_export(pipeline, trainer, output_dir))
+    return report
+
+
+def _evaluate_command(pipeline: Pipeline, output_dir: pathlib.Path, metric_names) -> str:
+    """``tools/evaluate.py`` doing what the final evaluation does, into the run directory."""
+    words = ["python", "tools/evaluate.py", "--model", str(output_dir),
+             "--records", pipeline.data.val_records]
+    annotations = pipeline.data.val_annotations
+    if annotations and pathlib.Path(annotations).exists():
+        words += ["--annotations", annotations]
+    words += ["--metrics", ",".join(metric_names)]
+    if pipeline.callbacks.flip_test:
+        words.append("--flip-test")
+    words += ["--output", str(output_dir)]
+    return shlex.join(words)
+
+
+def _export_command(pipeline: Pipeline, output_dir: pathlib.Path) -> str:
+    """``tools/export.py`` doing what the run's export does."""
+    return shlex.join(["python", "tools/export.py", "--model", str(output_dir), "--name",
+                       pipeline.export.name or pipeline.name, "--base", pipeline.export.base])
+
+
+def _close_logs(callback_list: list) -> None:
+    """Flush and close the TensorBoard and CSV logs of a ``fit`` that raised (``fit`` only
+    closes them at its end). The backup callback is left alone: ending it would remove the
+    backup that a re-run resumes from."""
+    for callback in callback_list:
+        if isinstance(callback, (keras.callbacks.TensorBoard, keras.callbacks.CSVLogger)):
+            with contextlib.suppress(Exception):
+                callback.on_train_end()
+
+
+def _kept(work_dir: pathlib.Path, best_path: pathlib.Path) -> str:
+    """What a stopped run keeps: its best checkpoint, backup and logs, for the message."""
+    record = best_path.with_suffix(".best.json")
+    if best_path.exists() and record.exists():
+        best = json.loads(record.read_text())
+        checkpoint = (f"The best checkpoint {best_path} (epoch {best.get('epoch')}, "
+                      f"{best.get('monitor')} = {best.get('value', float('nan')):.4f})")
+    elif best_path.exists():
+        checkpoint = f"The best checkpoint {best_path}"
     else:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            work_dir.parent.rmdir()  # "workers/", once the last worker has left it
-    summary["wall_seconds"] = round(time.time() - started, 1)
-    summary["peak_rss_mib"] = round(peak_rss_mib())
-    if chief:
-        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+        checkpoint = "No checkpoint yet (no epoch finished);"
+    backup = work_dir / "backup" / "state.json"
+    finished = json.loads(backup.read_text())["epoch"] if backup.exists() else 0
+    kept = (f"{checkpoint}, the backup of epoch {finished} in {backup.parent}"
+            if finished else checkpoint)
+    return f"{kept.rstrip(';')} and the logs so far ({work_dir / 'logs'}, " \
+        f"{work_dir / 'history.csv'}) are kept."
 
 
 def _checked_metrics(pipeline: Pipeline, keypoint_set, network) -> list[str]:
@@ -531,7 +737,35 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    """The closing summary as a person reads it at the end of ``tools/train.py``."""
+    """The closing summary as a person reads it at the end of ``tools/train.py``.
+
+    A step that failed after training (``summary["failed"]``) shows as FAILED; its scores,
+    evaluation file or SavedModel are left out.
+    """
+    failed = summary.get("failed", {})
+    lines = [
+        "",
+        f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
+        f"{summary['wall_seconds']:.0f} s "
+        f"(training and validation {summary['train_seconds']:.0f} s); "
+        f"peak memory {summary['peak_rss_mib']:,} MiB.",
+    ]
+    if "metrics" in summary:
+        lines += _format_scores(summary)
+    lines += [
+        f"  logs       : {summary['run_dir']}/logs   ({summary['tensorboard']})",
+        f"  checkpoint : {summary['best_checkpoint']}",
+    ]
+    for key, label, failure in (("evaluation", "evaluation", "evaluation"),
+                                ("export", "SavedModel", "export")):
+        if key in summary:
+            lines.append(f"  {label:<11s}: {summary[key]}")
+        elif failure in failed:
+            lines.append(f"  {failure:<11s}: FAILED (see the error below)")
+    return "\n".join(lines)
+
+
+def _format_scores(summary: dict) -> list[str]:
     specs = [metrics.parse_metric(name) for name in summary["metrics"]]
     headline, others = specs[0], specs[1:]
     coco = ""
@@ -540,11 +774,6 @@ def format_summary(summary: dict) -> str:
     elif summary.get("coco_skipped"):
         coco = "   COCO AP: skipped (no OKS sigmas)"
     lines = [
-        "",
-        f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
-        f"{summary['wall_seconds']:.0f} s "
-        f"(training and validation {summary['train_seconds']:.0f} s); "
-        f"peak memory {summary['peak_rss_mib']:,} MiB.",
         f"  val {headline.label} : {_fmt(summary['val_' + headline.name])}   "
         + "".join(f"{s.label}: {_fmt(summary['val_' + s.name])}   " for s in others)
         + f"({summary['val_persons']} held-out persons){coco}",
@@ -554,13 +783,4 @@ def format_summary(summary: dict) -> str:
     for i in range(0, len(items), 3):
         lines.append("    " + "  ".join(
             f"{n:>15s} {_fmt(v, 2)}" for n, v in items[i:i + 3]))
-    lines += [
-        f"  logs       : {summary['run_dir']}/logs   ({summary['tensorboard']})",
-        f"  checkpoint : {summary['best_checkpoint']}",
-        f"  evaluation : {summary['evaluation']}",
-    ]
-    if "export" in summary:
-        lines.append(f"  SavedModel : {summary['export']}")
-    return "\n".join(lines)
-
-
+    return lines
