@@ -20,6 +20,11 @@ directly; a heatmap SavedModel gives them back too: its metadata names the heatm
 its quarter-pixel refinement keeps each keypoint inside its argmax cell, so mapping a keypoint
 onto the grid and taking the cell it falls in is the argmax (exports older than the
 ``heatmap_stride`` entry are refused). A results file holds image-pixel keypoints alone.
+
+Coordinates: prediction arrays are continuous (``keras_pose.keypoints``); COCO files (ground
+truth and results) hold pixel indices. :func:`ground_truth_arrays` and :func:`match_results`
+add ``0.5`` on reading them, :func:`to_coco_results` subtracts it on writing, so ground truth
+written back as results is the ground truth exactly (AP 1.0).
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ import numpy as np
 
 from keras_pose import metrics
 from keras_pose.io import write_bytes_atomic
-from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet
+from keras_pose.keypoints import (
+    KEYPOINT_SETS,
+    KeypointSet,
+    coord_to_index,
+    index_to_coord,
+    keypoints_from_coco,
+)
 
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -384,11 +395,12 @@ def to_coco_results(predictions: Mapping[str, np.ndarray], *, category_id: int =
     """COCO keypoint results (one per person) from prediction arrays.
 
     Each result has ``image_id``, ``category_id``, ``keypoints`` (x, y, keypoint score
-    triples), ``score`` (mean keypoint score) and ``annotation_id`` (the ground-truth person the
+    triples; ``x, y`` in COCO's pixel indices: the continuous predictions ``- 0.5``), ``score``
+    (mean keypoint score) and ``annotation_id`` (the ground-truth person the
     prediction was made for; extra keys are allowed by COCO's results format and let
     :func:`match_results` pair results with persons exactly).
     """
-    points = np.asarray(predictions["keypoints"], np.float64)
+    points = coord_to_index(np.asarray(predictions["keypoints"], np.float64))
     scores = np.asarray(predictions["scores"], np.float64)
     results = []
     for i in range(points.shape[0]):
@@ -512,13 +524,17 @@ def coco_keypoint_ap(annotations, results: Sequence[Mapping], *,
 
 def ground_truth_arrays(coco, image_ids: Iterable[int] | None = None,
                         category_id: int = 1) -> dict[str, np.ndarray]:
-    """Ground-truth persons (with labeled keypoints, not crowd) as prediction-style arrays."""
+    """Ground-truth persons (with labeled keypoints, not crowd) as prediction-style arrays.
+
+    ``gt_keypoints`` are continuous: the file's pixel indices ``+ 0.5`` (unlabeled stay 0).
+    """
     ids = coco.getImgIds() if image_ids is None else sorted(set(image_ids))
     anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=ids, catIds=[category_id]))
             if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
     n = len(anns)
     k = len(anns[0]["keypoints"]) // 3 if anns else 0
-    triples = np.asarray([a["keypoints"] for a in anns], np.float64).reshape(n, k, 3)
+    triples = keypoints_from_coco(
+        np.asarray([a["keypoints"] for a in anns], np.float64).reshape(n, k, 3))
     return {
         "gt_keypoints": triples[..., :2].astype(np.float32),
         "visibility": triples[..., 2].astype(np.int32),
@@ -538,6 +554,9 @@ def match_results(results: Sequence[Mapping], annotations, *,
     person with the highest OKS (mean keypoint distance when the set has no OKS sigmas).
     Ground-truth persons (labeled, not crowd) of the images that have results but no matched
     result get ``nan`` predictions, so their keypoints count as wrong.
+
+    Result keypoints are COCO pixel indices; they are matched and returned in continuous
+    coordinates (``+ 0.5``), as the ground truth from :func:`ground_truth_arrays` is.
 
     Returns:
         ``(predictions, info)``: prediction arrays as from :func:`predict_records`, and counts
@@ -563,6 +582,7 @@ def match_results(results: Sequence[Mapping], annotations, *,
                 f"values, expected {3 * k} (x, y, score for {k} keypoints)"
             )
         values = values.reshape(k, 3)
+        values[:, :2] = index_to_coord(values[:, :2])
         row = row_of.get(int(result.get("annotation_id", -1)))
         if row is not None and not taken[row]:
             points[row], scores[row], taken[row] = values[:, :2], values[:, 2], True
