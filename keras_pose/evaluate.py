@@ -261,7 +261,7 @@ def predict_saved_model_records(predictor, dataset, *, max_batches: int | None =
 
 
 def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet | None = None,
-                          coco=None, flip_test: bool = False, batch_size: int = 16,
+                          coco=None, flip_test: bool | str = False, batch_size: int = 16,
                           max_batches: int | None = None, progress: bool = False,
                           metric_names: Sequence[str] = ()
                           ) -> tuple[dict[str, np.ndarray], KeypointSet]:
@@ -271,12 +271,16 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     metadata, the records' manifest, the COCO annotations' category, the keypoint count.
 
     Args:
+        flip_test: ``False``, ``True``, or ``"both"``: a Keras model predicts without and
+            with the flip test (see Returns). A SavedModel predicts as it was exported.
         metric_names: the metrics the predictions are for; checked against the keypoint set
             and the model (the poster's accuracy needs a Keras heatmap model) before any
             record is read.
 
     Returns:
-        ``(predictions, keypoint_set)``.
+        ``(predictions, keypoint_set)``. With ``flip_test="both"`` ``predictions`` is
+        ``{"plain": arrays, "flip_test": arrays or None, "flip_test_note": str or None}``:
+        the note says why a SavedModel has only one set (and whether it is flip-tested).
     """
     from keras_pose import export
     from keras_pose.data import dataset as dataset_lib
@@ -284,7 +288,7 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     saved = export.resolve_saved_model(model_path)
     if saved is not None:
         model = export.load_predictor(saved)
-        if flip_test and not model.metadata.get("flip_test"):
+        if flip_test is True and not model.metadata.get("flip_test"):
             raise ValueError(f"{saved} was exported without the flip test; --flip-test applies "
                              "to Keras models (or export with --flip-test)")
         known, num_keypoints = model.keypoint_set, model.metadata.get("num_keypoints")
@@ -320,11 +324,34 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     if saved is not None:
         predictions = predict_saved_model_records(model, dataset, max_batches=max_batches,
                                                   progress=progress)
+        if flip_test == "both":
+            predictions = {"plain": predictions, "flip_test": None,
+                           "flip_test_note": saved_model_flip_note(model.metadata)}
+    elif flip_test == "both":
+        predictions = {
+            "plain": predict_records(model, dataset, keypoint_set=keypoint_set,
+                                     max_batches=max_batches, progress=progress),
+            "flip_test": predict_records(model, dataset, keypoint_set=keypoint_set,
+                                         flip_test=True, max_batches=max_batches,
+                                         progress=progress),
+            "flip_test_note": None,
+        }
     else:
         predictions = predict_records(model, dataset, keypoint_set=keypoint_set,
-                                      flip_test=flip_test, max_batches=max_batches,
+                                      flip_test=bool(flip_test), max_batches=max_batches,
                                       progress=progress)
     return predictions, keypoint_set
+
+
+def saved_model_flip_note(metadata: Mapping) -> str:
+    """What a SavedModel's scores are, flip-wise: it can only be scored as it was exported."""
+    if metadata.get("flip_test"):
+        return ("this SavedModel was exported with the flip test: its scores are flip-tested "
+                "and can only be scored as they are (evaluate the run directory or .keras file "
+                "for the scores without it)")
+    return ("this SavedModel was exported without the flip test: it can only be scored as it "
+            "is, without it (evaluate the run directory or .keras file for the flip-tested "
+            "scores, or export with --flip-test)")
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -731,8 +758,62 @@ def score_predictions(predictions: Mapping[str, np.ndarray], annotations=None, *
     return report
 
 
+def score_with_and_without_flip(predictions: Mapping[str, np.ndarray],
+                                flipped: Mapping[str, np.ndarray] | None, annotations=None, *,
+                                keypoint_set: KeypointSet,
+                                metric_names: Sequence[str] = metrics.DEFAULT_METRICS,
+                                note: str | None = None) -> dict:
+    """Scores without the flip test (the report's top level) and with it (``"flip_test"``).
+
+    The papers report flip-tested figures; the plain ones show what the flip test adds.
+
+    Args:
+        predictions: predictions without the flip test (or a SavedModel's, as exported).
+        flipped: the same persons predicted with the flip test, or ``None`` (then ``note``
+            says why).
+        annotations, keypoint_set, metric_names: as :func:`score_predictions`.
+
+    Returns:
+        :func:`score_predictions`' report of ``predictions`` plus ``"flip_test"``: the report
+        of ``flipped`` (``"metrics"``, ``"coco"``) or ``None``, and ``"flip_test_note"``.
+    """
+    report = score_predictions(predictions, annotations, keypoint_set=keypoint_set,
+                               metric_names=metric_names)
+    report["flip_test"] = None if flipped is None else score_predictions(
+        flipped, annotations, keypoint_set=keypoint_set, metric_names=metric_names)
+    report["flip_test_note"] = note
+    return report
+
+
+def flip_comparison(report: Mapping) -> list[str]:
+    """The headline and COCO AP without and with the flip test, one line each."""
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    scores = report["metrics"]
+    headline = scores["metrics"][0]
+    flipped = report.get("flip_test")
+    if not flipped:
+        note = report.get("flip_test_note")
+        return [f"{headline}: {fmt(scores[headline])}" + (f" ({note})" if note else "")]
+    lines = [f"{headline}: {fmt(scores[headline])} without flip test, "
+             f"{fmt(flipped['metrics'][headline])} with flip test (the papers report with)"]
+    if report.get("coco") and flipped.get("coco"):
+        lines.append(f"COCO AP: {fmt(report['coco']['AP'])} without flip test, "
+                     f"{fmt(flipped['coco']['AP'])} with flip test")
+    return lines
+
+
 def format_report(report: Mapping) -> str:
-    """Human-readable lines for a report from :func:`score_predictions`."""
+    """Human-readable lines for a report from :func:`score_predictions` (or
+    :func:`score_with_and_without_flip`: the comparison first, then both reports)."""
+    if "flip_test" in report and isinstance(report.get("flip_test"), (Mapping, type(None))):
+        plain = {k: v for k, v in report.items() if k not in ("flip_test", "flip_test_note")}
+        lines = [*flip_comparison(report), "", "without flip test:", format_report(plain)]
+        if report.get("flip_test"):
+            lines += ["", "with flip test:", format_report(report["flip_test"])]
+        return "\n".join(lines)
     scores = report["metrics"]
 
     def fmt(value):

@@ -231,7 +231,28 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     assert report["coco"]["num_results"] == len(results)
     assert 0.0 <= report["coco"]["AP"] < 0.5  # a constant pose is a poor pose
     assert (out / "pck_per_keypoint.png").exists()
-    assert "pck_torso@0.2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "pck_torso@0.2" in printed
+    # A Keras model is scored without (top level) and with the flip test ("flip_test"), the
+    # headlines side by side first; each set is what predict_records gives with that setting.
+    flipped = report["flip_test"]
+    assert report["flip_test_note"] is None and set(flipped) >= {"metrics", "coco"}
+    headline = (f"pck_torso@0.2: {report['metrics']['pck_torso@0.2']:.4f} without flip test, "
+                f"{flipped['metrics']['pck_torso@0.2']:.4f} with flip test")
+    assert printed.startswith(headline) or headline in printed.splitlines()[0:3]
+    assert "COCO AP:" in printed and "with flip test:" in printed
+    from keras_pose.data.dataset import make_dataset
+
+    dataset = make_dataset(pattern, batch_size=3, num_keypoints=17, training=False,
+                           deterministic=True)
+    for flip, scores in ((False, report["metrics"]), (True, flipped["metrics"])):
+        again = evaluate.metric_report(
+            evaluate.predict_records(model, dataset, keypoint_set=COCO17, flip_test=flip), COCO17)
+        assert again["pck_torso@0.2"] == pytest.approx(scores["pck_torso@0.2"])
+        assert again["pck_bbox@0.05"] == pytest.approx(scores["pck_bbox@0.05"])
+    flip_results = json.loads((out / "results_flip_test.json").read_text())
+    assert len(flip_results) == len(results)
+    assert flipped["coco"]["num_results"] == len(flip_results)
     # The same through an exported SavedModel: same keypoints, same scores.
     version = export.export_saved_model(model, name="constant", base=tmp_path / "saved",
                                         update_config=False)
@@ -247,7 +268,12 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     for result in results2:
         np.testing.assert_allclose(result["keypoints"], by_id[result["annotation_id"]]
                                    ["keypoints"], atol=2e-3)
-    assert json.loads((out2 / "evaluation.json").read_text())["metrics"] == report["metrics"]
+    saved_report = json.loads((out2 / "evaluation.json").read_text())
+    assert saved_report["metrics"] == report["metrics"]
+    # A SavedModel exported without the flip test can only be scored as it is; it says so.
+    assert saved_report["flip_test"] is None
+    assert "exported without the flip test" in saved_report["flip_test_note"]
+    assert not (out2 / "results_flip_test.json").exists()
 
 
 # -- named metrics, keypoint sets without OKS sigmas ------------------------------------------
