@@ -255,7 +255,7 @@ def predict_saved_model_records(predictor, dataset, *, max_batches: int | None =
         _gather_batch(gathered, batch, points, result["scores"])
         if stride and input_size:
             scale = np.array([input_size[1], input_size[0]], np.float64) / size / float(stride)
-            cells = np.floor(np.asarray(result["keypoints"], np.float64) * scale) + 0.5
+            cells = index_to_coord(np.floor(np.asarray(result["keypoints"], np.float64) * scale))
             _gather_grid(gathered, batch, cells, tuple(input_size), float(stride))
     return _concatenate(gathered)
 
