@@ -62,11 +62,10 @@ def read_ground_truth(path: pathlib.Path) -> dict[str, list[dict]]:
 
 def _panel(image: np.ndarray, box, height: int) -> np.ndarray:
     """The square crop of ``image`` around ``box`` (1.25 x its longer side), ``height`` px."""
-    x, y, w, h = box
-    side = 1.25 * max(w, h)
-    scale = height / side
-    matrix = np.array([[scale, 0.0, (x + w / 2 - side / 2) * -scale + 0.5 * scale - 0.5],
-                       [0.0, scale, (y + h / 2 - side / 2) * -scale + 0.5 * scale - 0.5]])
+    from keras_pose.data.coco import crop_box_for_bbox, crop_matrix
+
+    # The converter's crop geometry (pixel centres at +0.5), as the records cut it.
+    matrix = crop_matrix(crop_box_for_bbox(np.asarray(box, np.float64), 1.25), height)
     return cv2.warpAffine(image, matrix, (height, height), flags=cv2.INTER_LINEAR)
 
 
