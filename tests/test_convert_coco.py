@@ -562,3 +562,23 @@ def test_keypoints_within_half_a_pixel_of_the_image_are_kept(tmp_path):
     records = read_records(tmp_path / "out")
     np.testing.assert_allclose(records["image_keypoints"][0][[0, 1]], [[-0.5, 12.5],
                                                                        [80.5, 59.5]])
+
+
+def test_mirror_symmetric_annotation_stays_symmetric_in_the_records(tmp_path):
+    """MMPose's mirror of COCO index x is W - 1 - x: a pair annotated that way about a box
+    centred on the image is symmetric about the crop's centre line in the records (read as
+    they were before, x and W - 1 - x would sit half a pixel left of it), so a horizontal flip
+    (continuous W - x, tests/test_augment.py) maps each onto its partner exactly."""
+    width = 80
+    left, right = COCO17.index("left_shoulder"), COCO17.index("right_shoulder")
+    ann, images = write_coco(tmp_path, {"b.jpg": (width, 60, good_image())}, [
+        person(1, 1, (20, 10, 40, 40),
+               points={left: (30, 20), right: (width - 1 - 30, 20), 0: (39.5, 15)}),
+    ])
+    manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=64)
+    assert messages == [] and manifest["num_records"] == 1
+    records = read_records(tmp_path / "out")
+    crop = records["keypoints"][0]
+    assert crop[left, 0] + crop[right, 0] == pytest.approx(64.0, abs=1e-4)
+    assert crop[0, 0] == pytest.approx(32.0, abs=1e-4)  # index 39.5: the centre line
+    np.testing.assert_allclose(records["image_keypoints"][0][[left, right], 0], [30.5, 49.5])
