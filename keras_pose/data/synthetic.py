@@ -63,7 +63,8 @@ from tqdm import tqdm
 from keras_pose.io import write_bytes_atomic, write_json_atomic
 from keras_pose.keypoints import COCO17, PIXEL_CENTER_OFFSET, keypoints_to_coco
 
-GENERATOR_VERSION = 1
+# 2: annotations.json holds COCO pixel indices (drawn position - 0.5); 1 held the positions.
+GENERATOR_VERSION = 2
 SHIFT = 4  # cv2 sub-pixel bits: coordinates are drawn on a 1/16 px grid
 _ONE = 1 << SHIFT
 POSES = ("standing", "walking", "arms_up", "sitting", "lying", "free")
