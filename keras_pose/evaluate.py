@@ -20,6 +20,11 @@ directly; a heatmap SavedModel gives them back too: its metadata names the heatm
 its quarter-pixel refinement keeps each keypoint inside its argmax cell, so mapping a keypoint
 onto the grid and taking the cell it falls in is the argmax (exports older than the
 ``heatmap_stride`` entry are refused). A results file holds image-pixel keypoints alone.
+
+Coordinates: prediction arrays are continuous (``keras_pose.keypoints``); COCO files (ground
+truth and results) hold pixel indices. :func:`ground_truth_arrays` and :func:`match_results`
+add ``0.5`` on reading them, :func:`to_coco_results` subtracts it on writing, so ground truth
+written back as results is the ground truth exactly (AP 1.0).
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ import numpy as np
 
 from keras_pose import metrics
 from keras_pose.io import write_bytes_atomic
-from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet
+from keras_pose.keypoints import (
+    KEYPOINT_SETS,
+    KeypointSet,
+    coord_to_index,
+    index_to_coord,
+    keypoints_from_coco,
+)
 
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -244,13 +255,13 @@ def predict_saved_model_records(predictor, dataset, *, max_batches: int | None =
         _gather_batch(gathered, batch, points, result["scores"])
         if stride and input_size:
             scale = np.array([input_size[1], input_size[0]], np.float64) / size / float(stride)
-            cells = np.floor(np.asarray(result["keypoints"], np.float64) * scale) + 0.5
+            cells = index_to_coord(np.floor(np.asarray(result["keypoints"], np.float64) * scale))
             _gather_grid(gathered, batch, cells, tuple(input_size), float(stride))
     return _concatenate(gathered)
 
 
 def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet | None = None,
-                          coco=None, flip_test: bool = False, batch_size: int = 16,
+                          coco=None, flip_test: bool | str = False, batch_size: int = 16,
                           max_batches: int | None = None, progress: bool = False,
                           metric_names: Sequence[str] = ()
                           ) -> tuple[dict[str, np.ndarray], KeypointSet]:
@@ -260,12 +271,16 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     metadata, the records' manifest, the COCO annotations' category, the keypoint count.
 
     Args:
+        flip_test: ``False``, ``True``, or ``"both"``: a Keras model predicts without and
+            with the flip test (see Returns). A SavedModel predicts as it was exported.
         metric_names: the metrics the predictions are for; checked against the keypoint set
             and the model (the poster's accuracy needs a Keras heatmap model) before any
             record is read.
 
     Returns:
-        ``(predictions, keypoint_set)``.
+        ``(predictions, keypoint_set)``. With ``flip_test="both"`` ``predictions`` is
+        ``{"plain": arrays, "flip_test": arrays or None, "flip_test_note": str or None}``:
+        the note says why a SavedModel has only one set (and whether it is flip-tested).
     """
     from keras_pose import export
     from keras_pose.data import dataset as dataset_lib
@@ -273,7 +288,7 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     saved = export.resolve_saved_model(model_path)
     if saved is not None:
         model = export.load_predictor(saved)
-        if flip_test and not model.metadata.get("flip_test"):
+        if flip_test is True and not model.metadata.get("flip_test"):
             raise ValueError(f"{saved} was exported without the flip test; --flip-test applies "
                              "to Keras models (or export with --flip-test)")
         known, num_keypoints = model.keypoint_set, model.metadata.get("num_keypoints")
@@ -309,11 +324,34 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     if saved is not None:
         predictions = predict_saved_model_records(model, dataset, max_batches=max_batches,
                                                   progress=progress)
+        if flip_test == "both":
+            predictions = {"plain": predictions, "flip_test": None,
+                           "flip_test_note": saved_model_flip_note(model.metadata)}
+    elif flip_test == "both":
+        predictions = {
+            "plain": predict_records(model, dataset, keypoint_set=keypoint_set,
+                                     max_batches=max_batches, progress=progress),
+            "flip_test": predict_records(model, dataset, keypoint_set=keypoint_set,
+                                         flip_test=True, max_batches=max_batches,
+                                         progress=progress),
+            "flip_test_note": None,
+        }
     else:
         predictions = predict_records(model, dataset, keypoint_set=keypoint_set,
-                                      flip_test=flip_test, max_batches=max_batches,
+                                      flip_test=bool(flip_test), max_batches=max_batches,
                                       progress=progress)
     return predictions, keypoint_set
+
+
+def saved_model_flip_note(metadata: Mapping) -> str:
+    """What a SavedModel's scores are, flip-wise: it can only be scored as it was exported."""
+    if metadata.get("flip_test"):
+        return ("this SavedModel was exported with the flip test: its scores are flip-tested "
+                "and can only be scored as they are (evaluate the run directory or .keras file "
+                "for the scores without it)")
+    return ("this SavedModel was exported without the flip test: it can only be scored as it "
+            "is, without it (evaluate the run directory or .keras file for the flip-tested "
+            "scores, or export with --flip-test)")
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -384,11 +422,12 @@ def to_coco_results(predictions: Mapping[str, np.ndarray], *, category_id: int =
     """COCO keypoint results (one per person) from prediction arrays.
 
     Each result has ``image_id``, ``category_id``, ``keypoints`` (x, y, keypoint score
-    triples), ``score`` (mean keypoint score) and ``annotation_id`` (the ground-truth person the
+    triples; ``x, y`` in COCO's pixel indices: the continuous predictions ``- 0.5``), ``score``
+    (mean keypoint score) and ``annotation_id`` (the ground-truth person the
     prediction was made for; extra keys are allowed by COCO's results format and let
     :func:`match_results` pair results with persons exactly).
     """
-    points = np.asarray(predictions["keypoints"], np.float64)
+    points = coord_to_index(np.asarray(predictions["keypoints"], np.float64))
     scores = np.asarray(predictions["scores"], np.float64)
     results = []
     for i in range(points.shape[0]):
@@ -512,13 +551,17 @@ def coco_keypoint_ap(annotations, results: Sequence[Mapping], *,
 
 def ground_truth_arrays(coco, image_ids: Iterable[int] | None = None,
                         category_id: int = 1) -> dict[str, np.ndarray]:
-    """Ground-truth persons (with labeled keypoints, not crowd) as prediction-style arrays."""
+    """Ground-truth persons (with labeled keypoints, not crowd) as prediction-style arrays.
+
+    ``gt_keypoints`` are continuous: the file's pixel indices ``+ 0.5`` (unlabeled stay 0).
+    """
     ids = coco.getImgIds() if image_ids is None else sorted(set(image_ids))
     anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=ids, catIds=[category_id]))
             if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
     n = len(anns)
     k = len(anns[0]["keypoints"]) // 3 if anns else 0
-    triples = np.asarray([a["keypoints"] for a in anns], np.float64).reshape(n, k, 3)
+    triples = keypoints_from_coco(
+        np.asarray([a["keypoints"] for a in anns], np.float64).reshape(n, k, 3))
     return {
         "gt_keypoints": triples[..., :2].astype(np.float32),
         "visibility": triples[..., 2].astype(np.int32),
@@ -538,6 +581,9 @@ def match_results(results: Sequence[Mapping], annotations, *,
     person with the highest OKS (mean keypoint distance when the set has no OKS sigmas).
     Ground-truth persons (labeled, not crowd) of the images that have results but no matched
     result get ``nan`` predictions, so their keypoints count as wrong.
+
+    Result keypoints are COCO pixel indices; they are matched and returned in continuous
+    coordinates (``+ 0.5``), as the ground truth from :func:`ground_truth_arrays` is.
 
     Returns:
         ``(predictions, info)``: prediction arrays as from :func:`predict_records`, and counts
@@ -563,6 +609,7 @@ def match_results(results: Sequence[Mapping], annotations, *,
                 f"values, expected {3 * k} (x, y, score for {k} keypoints)"
             )
         values = values.reshape(k, 3)
+        values[:, :2] = index_to_coord(values[:, :2])
         row = row_of.get(int(result.get("annotation_id", -1)))
         if row is not None and not taken[row]:
             points[row], scores[row], taken[row] = values[:, :2], values[:, 2], True
@@ -711,8 +758,62 @@ def score_predictions(predictions: Mapping[str, np.ndarray], annotations=None, *
     return report
 
 
+def score_with_and_without_flip(predictions: Mapping[str, np.ndarray],
+                                flipped: Mapping[str, np.ndarray] | None, annotations=None, *,
+                                keypoint_set: KeypointSet,
+                                metric_names: Sequence[str] = metrics.DEFAULT_METRICS,
+                                note: str | None = None) -> dict:
+    """Scores without the flip test (the report's top level) and with it (``"flip_test"``).
+
+    The papers report flip-tested figures; the plain ones show what the flip test adds.
+
+    Args:
+        predictions: predictions without the flip test (or a SavedModel's, as exported).
+        flipped: the same persons predicted with the flip test, or ``None`` (then ``note``
+            says why).
+        annotations, keypoint_set, metric_names: as :func:`score_predictions`.
+
+    Returns:
+        :func:`score_predictions`' report of ``predictions`` plus ``"flip_test"``: the report
+        of ``flipped`` (``"metrics"``, ``"coco"``) or ``None``, and ``"flip_test_note"``.
+    """
+    report = score_predictions(predictions, annotations, keypoint_set=keypoint_set,
+                               metric_names=metric_names)
+    report["flip_test"] = None if flipped is None else score_predictions(
+        flipped, annotations, keypoint_set=keypoint_set, metric_names=metric_names)
+    report["flip_test_note"] = note
+    return report
+
+
+def flip_comparison(report: Mapping) -> list[str]:
+    """The headline and COCO AP without and with the flip test, one line each."""
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.4f}"
+
+    scores = report["metrics"]
+    headline = scores["metrics"][0]
+    flipped = report.get("flip_test")
+    if not flipped:
+        note = report.get("flip_test_note")
+        return [f"{headline}: {fmt(scores[headline])}" + (f" ({note})" if note else "")]
+    lines = [f"{headline}: {fmt(scores[headline])} without flip test, "
+             f"{fmt(flipped['metrics'][headline])} with flip test (the papers report with)"]
+    if report.get("coco") and flipped.get("coco"):
+        lines.append(f"COCO AP: {fmt(report['coco']['AP'])} without flip test, "
+                     f"{fmt(flipped['coco']['AP'])} with flip test")
+    return lines
+
+
 def format_report(report: Mapping) -> str:
-    """Human-readable lines for a report from :func:`score_predictions`."""
+    """Human-readable lines for a report from :func:`score_predictions` (or
+    :func:`score_with_and_without_flip`: the comparison first, then both reports)."""
+    if "flip_test" in report and isinstance(report.get("flip_test"), (Mapping, type(None))):
+        plain = {k: v for k, v in report.items() if k not in ("flip_test", "flip_test_note")}
+        lines = [*flip_comparison(report), "", "without flip test:", format_report(plain)]
+        if report.get("flip_test"):
+            lines += ["", "with flip test:", format_report(report["flip_test"])]
+        return "\n".join(lines)
     scores = report["metrics"]
 
     def fmt(value):

@@ -10,7 +10,13 @@ network input holds input point ``p`` at heatmap point ``p / s``. Converting to 
 (for drawing, argmax, sampling) is the only place ``0.5`` is added or subtracted:
 ``index = coord - 0.5`` and ``coord = index + 0.5``.
 
-COCO annotations are read as continuous coordinates of this convention as they are.
+COCO-format files (annotations, results, the converters' ``SPLIT.annotations.json``, the
+synthetic generator's ``annotations.json``) hold keypoints in COCO's own convention, that of
+the reference code (MMPose flips with ``W - 1 - x``, Detectron2 adds 0.5 on load): ``x, y``
+are pixel *indices*, the pixel ``(col, row)`` is the point ``(col, row)``. Every reader adds
+``0.5`` on load and every writer subtracts it, through :func:`keypoints_from_coco` and
+:func:`keypoints_to_coco`; in memory, records and heatmaps everything is continuous. Boxes
+(``bbox`` ``x, y, w, h``) are pixel edges in both conventions and are not shifted.
 
 Visibility follows COCO: 0 = not labeled, 1 = labeled but occluded, 2 = labeled and visible.
 """
@@ -32,6 +38,27 @@ def coord_to_index(coords):
 def index_to_coord(indices):
     """Array-index coordinates -> continuous coordinates (add the pixel-centre offset)."""
     return indices + PIXEL_CENTER_OFFSET
+
+
+def keypoints_from_coco(triples):
+    """COCO ``[..., K, 3]`` ``x, y, v`` (pixel indices) -> continuous ``x, y, v``.
+
+    Labeled keypoints (``v > 0``) move by the pixel-centre offset; unlabeled ones stay
+    ``(0, 0, 0)``-style as they are. Returns a new float64 array.
+    """
+    triples = np.array(triples, np.float64)
+    labeled = triples[..., 2:3] > 0
+    triples[..., :2] = np.where(labeled, index_to_coord(triples[..., :2]), triples[..., :2])
+    return triples
+
+
+def keypoints_to_coco(triples):
+    """Continuous ``[..., K, 3]`` ``x, y, v`` -> COCO's pixel indices (inverse of
+    :func:`keypoints_from_coco`); unlabeled keypoints stay as they are."""
+    triples = np.array(triples, np.float64)
+    labeled = triples[..., 2:3] > 0
+    triples[..., :2] = np.where(labeled, coord_to_index(triples[..., :2]), triples[..., :2])
+    return triples
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,11 +126,12 @@ def test_coco_sample_records_map_back_to_annotations(coco_sample, tmp_path):
         labeled = points[:, 2] > 0
         labeled_total += int(labeled.sum())
         np.testing.assert_array_equal(records["visibility"][r], points[:, 2])
-        np.testing.assert_allclose(records["image_keypoints"][r][labeled], points[labeled, :2],
-                                   atol=0.5)
+        # COCO's keypoints are pixel indices: the records hold them continuous, index + 0.5.
+        np.testing.assert_allclose(records["image_keypoints"][r][labeled],
+                                   points[labeled, :2] + 0.5, atol=1e-3)
         box = records["crop_box"][r]
         mapped = box[:2] + records["keypoints"][r] * box[2] / 256.0
-        np.testing.assert_allclose(mapped[labeled], points[labeled, :2], atol=0.5)
+        np.testing.assert_allclose(mapped[labeled], points[labeled, :2] + 0.5, atol=1e-3)
         np.testing.assert_allclose(records["bbox"][r], ann["bbox"], atol=1e-3)
         x, y, w, h = ann["bbox"]
         np.testing.assert_allclose(box, [x + w / 2 - 0.625 * max(w, h),
@@ -163,7 +164,8 @@ def test_synthetic_dataset_converts_exactly(tmp_path):
         labeled = points[:, 2] > 0
         box = records["crop_box"][r]
         mapped = box[:2] + records["keypoints"][r] * box[2] / 64.0
-        np.testing.assert_allclose(mapped[labeled], points[labeled, :2], atol=0.5)
+        # The file's indices + 0.5: the continuous positions the generator drew at.
+        np.testing.assert_allclose(mapped[labeled], points[labeled, :2] + 0.5, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ def test_exif_rotated_jpeg_matches_annotation_frame(tmp_path):
     ok, encoded = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 100])
     assert ok
     jpeg = add_exif_orientation(encoded.tobytes(), 6)
-    mark = (34.5, 10.5)  # displayed pixel centre (x, y)
+    mark = (34, 10)  # displayed pixel (col, row): COCO's pixel-index convention
     ann, images = write_coco(tmp_path, {"exif.jpg": (40, 64, jpeg)},
                              [person(1, 1, (24, 2, 14, 20), points={0: mark})])
     manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=64)
@@ -518,3 +520,65 @@ def test_killed_cli_leaves_no_final_shard(tmp_path, signum):
         assert manifest["num_records"] == 6
         assert sorted(os.listdir(out)) == ["val-00000-of-00002.tfrecord",
                                            "val-00001-of-00002.tfrecord", "val.manifest.json"]
+
+
+def test_coco_index_round_trip_through_records_and_results(coco_sample, tmp_path):
+    """A COCO keypoint at pixel index x lands at continuous x + 0.5 in the records and comes
+    back as x in COCO results; ground truth written back that way scores AP 1.0."""
+    from keras_pose import evaluate
+
+    ann_path = coco_sample / "person_keypoints_sample.json"
+    data = json.loads(ann_path.read_text())
+    by_id = {a["id"]: a for a in data["annotations"]}
+    run_convert(ann_path, coco_sample / "images", tmp_path / "out", crop_size=64, workers=0)
+    records = read_records(tmp_path / "out")
+    predictions = {"keypoints": records["image_keypoints"],
+                   "scores": np.ones(records["visibility"].shape, np.float32),
+                   "image_id": records["image_id"], "annotation_id": records["annotation_id"]}
+    results = evaluate.to_coco_results(predictions)
+    for r, result in enumerate(results):
+        points = np.asarray(by_id[result["annotation_id"]]["keypoints"], np.float64).reshape(K, 3)
+        labeled = points[:, 2] > 0
+        np.testing.assert_allclose(records["image_keypoints"][r][labeled],
+                                   points[labeled, :2] + 0.5, atol=1e-4)
+        back = np.asarray(result["keypoints"]).reshape(K, 3)
+        np.testing.assert_allclose(back[labeled, :2], points[labeled, :2], atol=1e-3)
+    report = evaluate.coco_keypoint_ap(ann_path, results, keypoint_set=COCO17)
+    assert report["AP"] == pytest.approx(1.0)
+
+
+def test_keypoints_within_half_a_pixel_of_the_image_are_kept(tmp_path):
+    # COCO pixel indices: -0.5 and W - 0.5 are the image's edges; half a pixel past them is
+    # tolerated (annotators' border clicks), further is bad input.
+    ann, images = write_coco(tmp_path, {"b.jpg": (80, 60, good_image())}, [
+        person(1, 1, (10, 10, 20, 20), points={0: (-1.0, 12), 1: (80, 59)}),
+        person(2, 1, (10, 10, 20, 20), points={0: (81, 12)}),
+        person(3, 1, (10, 10, 20, 20), points={0: (-1.5, 12)}),
+    ])
+    manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=32)
+    assert manifest["num_records"] == 1 and manifest["skipped"]["reasons"] == {
+        "bad_keypoints": 2}
+    assert any("keypoint 0 [81.0, 12.0] (pixel indices) lies outside" in m for m in messages)
+    records = read_records(tmp_path / "out")
+    np.testing.assert_allclose(records["image_keypoints"][0][[0, 1]], [[-0.5, 12.5],
+                                                                       [80.5, 59.5]])
+
+
+def test_mirror_symmetric_annotation_stays_symmetric_in_the_records(tmp_path):
+    """MMPose's mirror of COCO index x is W - 1 - x: a pair annotated that way about a box
+    centred on the image is symmetric about the crop's centre line in the records (read as
+    they were before, x and W - 1 - x would sit half a pixel left of it), so a horizontal flip
+    (continuous W - x, tests/test_augment.py) maps each onto its partner exactly."""
+    width = 80
+    left, right = COCO17.index("left_shoulder"), COCO17.index("right_shoulder")
+    ann, images = write_coco(tmp_path, {"b.jpg": (width, 60, good_image())}, [
+        person(1, 1, (20, 10, 40, 40),
+               points={left: (30, 20), right: (width - 1 - 30, 20), 0: (39.5, 15)}),
+    ])
+    manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=64)
+    assert messages == [] and manifest["num_records"] == 1
+    records = read_records(tmp_path / "out")
+    crop = records["keypoints"][0]
+    assert crop[left, 0] + crop[right, 0] == pytest.approx(64.0, abs=1e-4)
+    assert crop[0, 0] == pytest.approx(32.0, abs=1e-4)  # index 39.5: the centre line
+    np.testing.assert_allclose(records["image_keypoints"][0][[left, right], 0], [30.5, 49.5])

@@ -210,7 +210,7 @@ def test_ground_truth_file_holds_the_converted_persons(tmp_path):
     joints, flags, mat, images = lspet_set(tmp_path)
     manifest, _ = convert(mat, images, tmp_path / "out", image_range="2-4")
     assert manifest["ground_truth"]["path"] == "val.annotations.json"
-    assert "centre is (col + 0.5, row + 0.5)" in manifest["ground_truth"]["coordinates"]
+    assert "COCO's pixel indices" in manifest["ground_truth"]["coordinates"]
     truth = json.loads((tmp_path / "out" / "val.annotations.json").read_text())
     assert [i["id"] for i in truth["images"]] == [2, 3, 4]
     assert [(i["width"], i["height"]) for i in truth["images"]] == SIZES[1:]
@@ -220,7 +220,9 @@ def test_ground_truth_file_holds_the_converted_persons(tmp_path):
         points = np.asarray(ann["keypoints"]).reshape(K, 3)
         np.testing.assert_array_equal(points[:, 2], np.where(flags[i] == 1, 2, 0))
         on = flags[i] == 1
-        np.testing.assert_allclose(points[on, :2], joints[i][on] + 0.5, atol=1e-9)
+        # COCO's pixel-index convention: LSP's 0-based indices come back as they are (the
+        # records hold them + 0.5).
+        np.testing.assert_allclose(points[on, :2], joints[i][on], atol=1e-9)
         assert np.all(points[~on] == 0) and ann["num_keypoints"] == on.sum()
 
 

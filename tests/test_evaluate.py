@@ -35,6 +35,16 @@ def test_ground_truth_as_predictions_scores_one(coco_truth):
     assert truth["gt_keypoints"].shape[1:] == (17, 2)
     assert len(truth["annotation_id"]) == sum(
         1 for a in coco.dataset["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"])
+    # The file's pixel indices are read continuous (+0.5) and written back as they were.
+    by_id = {a["id"]: a for a in coco.dataset["annotations"]}
+    results = evaluate.to_coco_results(_as_predictions(truth))
+    for row, result in enumerate(results):
+        points = np.asarray(by_id[result["annotation_id"]]["keypoints"], np.float64).reshape(
+            17, 3)
+        labeled = points[:, 2] > 0
+        np.testing.assert_allclose(truth["gt_keypoints"][row][labeled], points[labeled, :2] + 0.5)
+        np.testing.assert_allclose(np.reshape(result["keypoints"], (17, 3))[labeled, :2],
+                                   points[labeled, :2])
     report = evaluate.score_predictions(_as_predictions(truth), path, keypoint_set=COCO17)
     assert report["metrics"]["pck_torso@0.2"] == 1.0
     assert report["metrics"]["pck_bbox@0.05"] == 1.0
@@ -221,7 +231,28 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     assert report["coco"]["num_results"] == len(results)
     assert 0.0 <= report["coco"]["AP"] < 0.5  # a constant pose is a poor pose
     assert (out / "pck_per_keypoint.png").exists()
-    assert "pck_torso@0.2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "pck_torso@0.2" in printed
+    # A Keras model is scored without (top level) and with the flip test ("flip_test"), the
+    # headlines side by side first; each set is what predict_records gives with that setting.
+    flipped = report["flip_test"]
+    assert report["flip_test_note"] is None and set(flipped) >= {"metrics", "coco"}
+    headline = (f"pck_torso@0.2: {report['metrics']['pck_torso@0.2']:.4f} without flip test, "
+                f"{flipped['metrics']['pck_torso@0.2']:.4f} with flip test")
+    assert printed.startswith(headline) or headline in printed.splitlines()[0:3]
+    assert "COCO AP:" in printed and "with flip test:" in printed
+    from keras_pose.data.dataset import make_dataset
+
+    dataset = make_dataset(pattern, batch_size=3, num_keypoints=17, training=False,
+                           deterministic=True)
+    for flip, scores in ((False, report["metrics"]), (True, flipped["metrics"])):
+        again = evaluate.metric_report(
+            evaluate.predict_records(model, dataset, keypoint_set=COCO17, flip_test=flip), COCO17)
+        assert again["pck_torso@0.2"] == pytest.approx(scores["pck_torso@0.2"])
+        assert again["pck_bbox@0.05"] == pytest.approx(scores["pck_bbox@0.05"])
+    flip_results = json.loads((out / "results_flip_test.json").read_text())
+    assert len(flip_results) == len(results)
+    assert flipped["coco"]["num_results"] == len(flip_results)
     # The same through an exported SavedModel: same keypoints, same scores.
     version = export.export_saved_model(model, name="constant", base=tmp_path / "saved",
                                         update_config=False)
@@ -237,7 +268,12 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     for result in results2:
         np.testing.assert_allclose(result["keypoints"], by_id[result["annotation_id"]]
                                    ["keypoints"], atol=2e-3)
-    assert json.loads((out2 / "evaluation.json").read_text())["metrics"] == report["metrics"]
+    saved_report = json.loads((out2 / "evaluation.json").read_text())
+    assert saved_report["metrics"] == report["metrics"]
+    # A SavedModel exported without the flip test can only be scored as it is; it says so.
+    assert saved_report["flip_test"] is None
+    assert "exported without the flip test" in saved_report["flip_test_note"]
+    assert not (out2 / "results_flip_test.json").exists()
 
 
 # -- named metrics, keypoint sets without OKS sigmas ------------------------------------------
@@ -364,3 +400,54 @@ def test_evaluate_cli_refuses_metrics_it_cannot_compute(records, constant_run, c
     assert tool.main(["--predictions", str(results), "--annotations", str(path), "--output",
                       str(tmp_path / "p"), "--metrics", "poster_acc"]) == 2
     assert "a COCO results file holds keypoints in image pixels only" in capsys.readouterr().err
+
+
+# -- pixel convention: flip test on mirror-symmetric inputs -----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["heatmaps", "coordinates"])
+def test_flip_test_has_no_horizontal_bias_on_mirror_symmetric_inputs(kind):
+    """A mirror-symmetric crop, flip-tested: keypoint k and its mirror partner land symmetric
+    about the crop's centre line exactly (x_k + x_perm(k) = 2 * box_x + side, continuous), and
+    in the COCO results (pixel indices) that is MMPose's ``W - 1 - x``. A half-pixel slip
+    anywhere in the chain (resize, flip, decode, crop -> image, results) would show as a bias."""
+    import sys
+
+    import tensorflow as tf
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_pose import TinyCoordinatePose, TinyHeatmapPose
+
+    model = (TinyHeatmapPose(num_keypoints=17, input_size=64, seed=5) if kind == "heatmaps"
+             else TinyCoordinatePose(num_keypoints=17, input_size=(64, 48), seed=5))
+    half = np.random.default_rng(0).integers(0, 256, (3, 80, 40, 3), dtype=np.uint8)
+    images = np.concatenate([half, half[:, :, ::-1]], axis=2)  # symmetric about x = 40
+    boxes = np.array([[10.0, 7.0, 120.0, 120.0], [0.0, 0.0, 80.0, 80.0],
+                      [-20.5, 3.25, 40.0, 40.0]], np.float32)
+    batch = {"image": tf.constant(images), "crop_box": tf.constant(boxes)}
+    perm = COCO17.flip_permutation
+    centre = 2 * boxes[:, 0:1] + boxes[:, 2:3]  # x_k + x_mirror(k) of a symmetric prediction
+    plain = evaluate.make_predict_function(model, keypoint_set=COCO17)(batch)["keypoints"]
+    plain = np.asarray(plain, np.float64)
+    # The untrained network itself is not symmetric: without the flip test the sum is off.
+    assert np.abs(plain[..., 0] + plain[:, perm, 0] - centre).max() > 1.0
+    flipped = evaluate.make_predict_function(model, keypoint_set=COCO17, flip_test=True)(batch)
+    points = np.asarray(flipped["keypoints"], np.float64)
+    paired = perm != np.arange(17)
+    sums = points[..., 0] + points[:, perm, 0]
+    np.testing.assert_allclose(sums[:, paired], np.broadcast_to(centre, sums[:, paired].shape),
+                               atol=2e-3)
+    np.testing.assert_allclose(points[..., 1], points[:, perm, 1], atol=2e-3)
+    # A keypoint that is its own mirror (the nose) sits on the centre line for coordinates. On
+    # a flip-averaged heatmap of a symmetric input its channel is itself symmetric: the maximum
+    # is a tie between mirror columns, which the argmax breaks to the left (not checked).
+    if kind == "coordinates":
+        np.testing.assert_allclose(2 * points[:, ~paired, 0], centre, atol=2e-3)
+    # Written as COCO results (pixel indices), the mirror of x is W - 1 - x (MMPose's flip).
+    results = evaluate.to_coco_results({
+        "keypoints": points, "scores": np.ones(points.shape[:2]),
+        "image_id": np.arange(3), "annotation_id": np.arange(3)})
+    index_x = np.array([r["keypoints"][0::3] for r in results])
+    index_sums = (index_x + index_x[:, perm])[:, paired]
+    np.testing.assert_allclose(index_sums, np.broadcast_to(centre - 1, index_sums.shape),
+                               atol=3e-3)

@@ -120,8 +120,11 @@ def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sampl
         image = cv2.cvtColor(cv2.imread(str(coco_sample / "images" / name)), cv2.COLOR_BGR2RGB)
         for person, ann in zip(entry["persons"], persons[name]):
             assert person["box"] == pytest.approx(ann["bbox"])
-            np.testing.assert_allclose(np.asarray(person["ground_truth"]).reshape(-1),
-                                       ann["keypoints"])
+            # The file's pixel indices come back continuous (+0.5 where labeled), as drawn.
+            file_points = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+            labeled = file_points[:, 2:3] > 0
+            expected_gt = np.where(labeled, file_points + [0.5, 0.5, 0.0], file_points)
+            np.testing.assert_allclose(np.asarray(person["ground_truth"]), expected_gt)
             expected = predictor.predict(image, ann["bbox"])["keypoints"][0]
             np.testing.assert_allclose(person["keypoints"], expected, atol=1e-3)
         # One row per person: ground truth | prediction, each a square panel.

@@ -63,13 +63,14 @@ def test_dataset_loads_in_pycocotools(dataset):
         assert ann["num_keypoints"] == labeled.sum()
         assert ann["iscrowd"] == 0 and ann["category_id"] == 1
         np.testing.assert_array_equal(keypoints[~labeled], 0)
+        # The file holds COCO pixel indices; +0.5 gives the continuous (drawn) position.
         # Every labeled keypoint lies in the image and in the (pixel-edge) box.
         x, y, w, h = ann["bbox"]
         assert 0 <= x and 0 <= y and x + w <= SIZE and y + h <= SIZE
-        kx, ky = keypoints[labeled, 0], keypoints[labeled, 1]
+        kx, ky = keypoints[labeled, 0] + 0.5, keypoints[labeled, 1] + 0.5
         assert np.all((kx >= x) & (kx <= x + w) & (ky >= y) & (ky <= y + h))
-        # Coordinates sit on cv2's 1/16 px drawing grid (index = coord - 0.5).
-        np.testing.assert_array_equal(((keypoints[labeled, :2] - 0.5) * 16) % 1, 0)
+        # Indices sit on cv2's 1/16 px drawing grid exactly.
+        np.testing.assert_array_equal((keypoints[labeled, :2] * 16) % 1, 0)
         # area = the segmentation's pixel count; annToMask works on the RLE.
         assert ann["area"] == coco.annToMask(ann).sum() == mask_utils.area(ann["segmentation"])
         assert ann["area"] <= w * h
@@ -330,3 +331,20 @@ def test_a_dead_worker_fails_fast_with_a_message(tmp_path):
     assert "RuntimeError: a synthetic-data worker process died" in stderr, stderr[-2000:]
     assert elapsed < 30, elapsed
     assert not (tmp_path / "out" / synthetic.ANNOTATIONS_NAME).exists()
+
+
+def test_annotation_file_holds_pixel_indices_of_the_drawn_positions(black_samples):
+    """``annotations.json`` is in COCO's pixel-index convention: the drawn (continuous) position
+    minus 0.5, exactly (the 1/16 px grid), and ``keypoints_from_coco`` gives it back exactly."""
+    from keras_pose.keypoints import keypoints_from_coco
+
+    checked = 0
+    for sample in black_samples[:20]:
+        for person in sample.people:
+            stored = np.asarray(synthetic._annotation(person)["keypoints"]).reshape(17, 3)
+            labeled = person.keypoints[:, 2] > 0
+            np.testing.assert_array_equal(stored[labeled, :2], person.keypoints[labeled, :2] - 0.5)
+            np.testing.assert_array_equal(keypoints_from_coco(stored)[labeled],
+                                          person.keypoints[labeled])
+            checked += int(labeled.sum())
+    assert checked > 100

@@ -335,6 +335,49 @@ def test_a_run_on_a_keypoint_set_without_oks_sigmas_skips_coco_ap(tmp_path, caps
     evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
     assert set(evaluation["metrics"]["per_keypoint"]) == {"pckh@0.5", "pck_torso@0.2",
                                                            "poster_acc@0.5"}
+    # The final evaluation scores without and with the flip test (the papers report with it),
+    # whatever [callbacks] flip_test says (that one is the validation during training).
+    flipped = evaluation["flip_test"]
+    assert set(flipped["metrics"]["per_keypoint"]) == set(evaluation["metrics"]["per_keypoint"])
+    assert summary["val_pckh@0.5_flip_test"] == flipped["metrics"]["pckh@0.5"]
+    assert summary["coco_ap_flip_test"] is None
+    import keras
+
+    from keras_pose import evaluate
+    from keras_pose.data.dataset import make_dataset
+    from keras_pose.keypoints import LSP14
+
+    network = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
+    dataset = make_dataset(f"{records}/val-*.tfrecord", batch_size=2, num_keypoints=14,
+                           training=False, deterministic=True)
+    for flip, scores in ((False, evaluation["metrics"]), (True, flipped["metrics"])):
+        again = evaluate.metric_report(
+            evaluate.predict_records(network, dataset, keypoint_set=LSP14, flip_test=flip),
+            LSP14, ["pckh@0.5", "pck_torso@0.2", "poster_acc@0.5"])
+        for name in ("pckh@0.5", "pck_torso@0.2", "poster_acc@0.5"):
+            assert again[name] == pytest.approx(scores[name], abs=1e-6), (flip, name)
     text = format_summary(summary)
     assert "val PCKh@0.5 :" in text and "PCK@0.2 torso:" in text and "poster acc@0.5:" in text
-    assert "COCO AP: skipped (no OKS sigmas)" in text and "per keypoint (PCKh@0.5):" in text
+    assert f"(flip test {summary['val_pckh@0.5_flip_test']:.3f})" in text
+    assert "COCO AP: skipped (no OKS sigmas)" in text
+    assert "per keypoint (PCKh@0.5, without flip test):" in text
+
+
+def test_summary_shows_the_flip_tested_headline_beside_the_plain_one():
+    from keras_pose.training.run import _metric_summary, format_summary
+
+    def report(value, ap):
+        return {"metrics": {"metrics": ["pck_torso@0.2"], "pck_torso@0.2": value,
+                            "per_keypoint": {"pck_torso@0.2": {"nose": value}},
+                            "num_persons": 3},
+                "coco": {"AP": ap}}
+
+    summary = _metric_summary({**report(0.5, 0.25), "flip_test": report(0.625, 0.375)})
+    assert summary["val_pck_torso@0.2"] == 0.5 and summary["coco_ap"] == 0.25
+    assert summary["val_pck_torso@0.2_flip_test"] == 0.625
+    assert summary["coco_ap_flip_test"] == 0.375
+    summary.update(pipeline="p", model="m", wall_seconds=1.0, train_seconds=1.0,
+                   peak_rss_mib=300, run_dir="r", tensorboard="t", best_checkpoint="c")
+    text = format_summary(summary)
+    assert "val PCK@0.2 torso : 0.500 (flip test 0.625)" in text
+    assert "COCO AP: 0.250 (flip test 0.375)" in text

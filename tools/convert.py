@@ -5,7 +5,7 @@ Writes OUT/NAME-00000-of-0000N.tfrecord ... (one record per person with at least
 keypoints in crop and image pixels, crop box, box, area, ids, file name, image size and the
 PCKh head size), OUT/NAME.manifest.json (counts, skip reasons, keypoint set, crop size, source
 format, file, SHA-256 and image range, what the head sizes are) and, for LSP, LSPET and MPII,
-OUT/NAME.annotations.json (the converted persons as COCO ground truth, continuous coordinates).
+OUT/NAME.annotations.json (the converted persons as COCO ground truth, COCO's pixel indices).
 
 Formats and their inputs:
   coco        --annotations person_keypoints_*.json --images DIR

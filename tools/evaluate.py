@@ -7,12 +7,18 @@
     python tools/evaluate.py --predictions results.json --annotations person_keypoints_val2017.json
 
 ``--model`` takes a run directory, a ``.keras`` file or a SavedModel (a version directory or a
-``saved_models/NAME`` base, whose newest version is used). ``--metrics`` (default
+``saved_models/NAME`` base, whose newest version is used). A Keras model is scored without and
+with the flip test (the average with the mirrored input's prediction; the papers report with
+it): ``evaluation.json`` holds the plain scores at the top level and the flip-tested ones under
+``flip_test``, and the output starts with both headlines side by side (``--no-flip-test`` skips
+the second pass). A SavedModel can only be scored as it was exported (with or without the flip
+test); the output says which. ``--metrics`` (default
 pck_torso@0.2,pck_bbox@0.05): pck_torso@A, pck_bbox@A, pckh@A and poster_acc@T; the poster's
 accuracy needs the model's heatmaps, so it takes a run directory or .keras file of a heatmap
 model (not a SavedModel or a results file). COCO AP needs annotations and a keypoint set with
 OKS sigmas; otherwise it is skipped and the report says why. Writes ``evaluation.json``,
-``pck_per_keypoint.png`` (every metric per keypoint) and (with ``--model``) ``results.json`` in
+``pck_per_keypoint.png`` (every metric per keypoint, without the flip test) and (with
+``--model``) ``results.json`` (without) and ``results_flip_test.json`` (with the flip test) in
 COCO results format to ``--output``.
 """
 
@@ -41,7 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated metric names, headline first (default "
                         "pck_torso@0.2,pck_bbox@0.05); e.g. pck_torso@0.2,pckh@0.5,poster_acc@0.5")
     parser.add_argument("--flip-test", action="store_true",
-                        help="average with the mirrored input's prediction (Keras models)")
+                        help="kept for old command lines: Keras models are now scored with and "
+                        "without the flip test by default")
+    parser.add_argument("--no-flip-test", action="store_true",
+                        help="score Keras models without the flip test only (one pass)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-batches", type=int, default=None,
                         help="evaluate only this many batches (a quick look)")
@@ -98,15 +107,25 @@ def main(argv: list[str] | None = None) -> int:
             report["matching"] = info
             report["predictions"] = str(path)
         else:
-            predictions, keypoint_set = evaluate.predict_model_records(
-                args.model, args.records, keypoint_set=keypoint_set, coco=coco,
-                flip_test=args.flip_test, batch_size=args.batch_size,
-                max_batches=args.max_batches, progress=True, metric_names=names,
-            )
-            report = evaluate.score_predictions(predictions, coco, keypoint_set=keypoint_set,
-                                                metric_names=names)
+            common = dict(keypoint_set=keypoint_set, coco=coco, batch_size=args.batch_size,
+                          max_batches=args.max_batches, progress=True, metric_names=names)
+            if args.no_flip_test:
+                plain, keypoint_set = evaluate.predict_model_records(
+                    args.model, args.records, flip_test=False, **common)
+                both = {"plain": plain, "flip_test": None,
+                        "flip_test_note": "flip test not computed (--no-flip-test)"}
+            else:
+                both, keypoint_set = evaluate.predict_model_records(
+                    args.model, args.records, flip_test="both", **common)
+            predictions, flipped = both["plain"], both["flip_test"]
+            report = evaluate.score_with_and_without_flip(
+                predictions, flipped, coco, keypoint_set=keypoint_set, metric_names=names,
+                note=both["flip_test_note"])
             write_json_atomic(output / "results.json", evaluate.to_coco_results(predictions))
-            report.update(model=str(args.model), records=args.records, flip_test=args.flip_test)
+            if flipped is not None:
+                write_json_atomic(output / "results_flip_test.json",
+                                  evaluate.to_coco_results(flipped))
+            report.update(model=str(args.model), records=args.records)
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

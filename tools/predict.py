@@ -10,7 +10,9 @@ version), a ``.keras`` file or a run directory. Images give ``OUT/<name>.png``, 
 ``--box`` is the person box used for every image and frame (default: the whole image).
 
 ``--annotations`` names a COCO-format ground-truth file (the converters write one per split,
-``SPLIT.annotations.json``): each image it annotates is predicted once per annotated person, in
+``SPLIT.annotations.json``; keypoints in COCO's pixel indices, read ``+0.5`` into continuous
+coordinates; ``keypoints.json`` gives them continuous, as the predictions): each image it
+annotates is predicted once per annotated person, in
 that person's box, and ``OUT/<name>.png`` shows ground truth (left) beside the prediction
 (right). ``--grid`` tiles those pairs into one picture; ``--limit`` keeps the first N images.
 """
@@ -28,12 +30,17 @@ import cv2  # noqa: E402 (after the path set-up)
 import numpy as np  # noqa: E402
 
 from keras_pose.cli import parse_box  # noqa: E402
+from keras_pose.keypoints import keypoints_from_coco  # noqa: E402
 
 PANEL_HEIGHT = 256  # pixels of one ground-truth / prediction panel in a --grid
 
 
 def read_ground_truth(path: pathlib.Path) -> dict[str, list[dict]]:
-    """file name -> its persons (``bbox``, ``keypoints`` [K, 3]) from a COCO-format file."""
+    """file name -> its persons (``bbox``, ``keypoints`` [K, 3]) from a COCO-format file.
+
+    The file's keypoints are pixel indices (COCO's convention, that of every COCO-format file of
+    keras-pose); they come back continuous (``+0.5``), as predictions and drawing take them.
+    """
     try:
         data = json.loads(path.read_text())
         names = {image["id"]: image["file_name"] for image in data["images"]}
@@ -43,7 +50,8 @@ def read_ground_truth(path: pathlib.Path) -> dict[str, list[dict]]:
                 continue
             persons.setdefault(names[ann["image_id"]], []).append({
                 "bbox": [float(v) for v in ann["bbox"]],
-                "keypoints": np.asarray(ann["keypoints"], np.float64).reshape(-1, 3),
+                "keypoints": keypoints_from_coco(
+                    np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)),
             })
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file not found: {path}") from None
@@ -54,11 +62,10 @@ def read_ground_truth(path: pathlib.Path) -> dict[str, list[dict]]:
 
 def _panel(image: np.ndarray, box, height: int) -> np.ndarray:
     """The square crop of ``image`` around ``box`` (1.25 x its longer side), ``height`` px."""
-    x, y, w, h = box
-    side = 1.25 * max(w, h)
-    scale = height / side
-    matrix = np.array([[scale, 0.0, (x + w / 2 - side / 2) * -scale + 0.5 * scale - 0.5],
-                       [0.0, scale, (y + h / 2 - side / 2) * -scale + 0.5 * scale - 0.5]])
+    from keras_pose.data.coco import crop_box_for_bbox, crop_matrix
+
+    # The converter's crop geometry (pixel centres at +0.5), as the records cut it.
+    matrix = crop_matrix(crop_box_for_bbox(np.asarray(box, np.float64), 1.25), height)
     return cv2.warpAffine(image, matrix, (height, height), flags=cv2.INTER_LINEAR)
 
 

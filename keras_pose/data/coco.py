@@ -7,6 +7,13 @@ Crop geometry (see ``keras_pose.keypoints`` for the coordinate convention): a pe
 the square of side ``margin * max(bbox_w, bbox_h)`` centred on the bbox centre, resized to
 ``crop_size`` pixels. Crop point ``c`` maps to image point ``box_xy + c * side / crop_size``.
 Parts of the square outside the image are black.
+
+Keypoints: COCO files hold pixel indices (the reference code's convention, see
+``keras_pose.keypoints``); :func:`check_annotation` moves them into the project's continuous
+convention (``+0.5``, ``keypoints.keypoints_from_coco``), so records hold continuous
+coordinates. A keypoint counts as inside the image when its continuous coordinate lies within
+``EDGE_TOLERANCE`` (half a pixel) of the image's extent ``[0, W] x [0, H]``: file values from
+``-1`` to ``W`` are accepted, as annotators' clicks on the border pixels give them.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ BAD_INPUT_REASONS = (
     "bad_bbox",
     "bad_keypoints",
 )
+
+
+# How far (pixels, continuous) a labeled keypoint may lie outside the image and still count.
+EDGE_TOLERANCE = 0.5
 
 
 class CocoFormatError(AnnotationFormatError):
@@ -207,7 +218,9 @@ def check_annotation(ann: dict, num_keypoints: int, min_keypoints: int,
             (sources whose boxes are derived, see ``PersonSource.boxes_may_leave_image``).
 
     Returns:
-        dict with ``bbox`` float64 [4], ``keypoints`` float64 [K, 3] (x, y, v), ``area``.
+        dict with ``bbox`` float64 [4], ``keypoints`` float64 [K, 3] (x, y, v; labeled
+        ``x, y`` moved from the file's pixel indices to continuous coordinates, ``+0.5``),
+        ``area``.
 
     Raises:
         SkipAnnotation: with reason ``bad_bbox``, ``bad_keypoints`` or ``too_few_keypoints``.
@@ -242,11 +255,14 @@ def check_annotation(ann: dict, num_keypoints: int, min_keypoints: int,
             f"{name}: keypoint visibility must be 0, 1 or 2, found {visibility.tolist()}",
         )
     labeled = visibility > 0
-    if not allow_outside and np.any(points[labeled, :2] < 0):
-        bad = int(np.argwhere(labeled & np.any(points[:, :2] < 0, axis=1))[0][0])
+    file_points = points
+    points = kp_lib.keypoints_from_coco(file_points)
+    negative = labeled & np.any(points[:, :2] < -EDGE_TOLERANCE, axis=1)
+    if not allow_outside and np.any(negative):
+        bad = int(np.argmax(negative))
         raise SkipAnnotation(
             "bad_keypoints", f"{name}: keypoint {bad} has a negative coordinate "
-            f"{points[bad, :2].tolist()}"
+            f"{file_points[bad, :2].tolist()}"
         )
     if int(labeled.sum()) < min_keypoints:
         raise SkipAnnotation(
@@ -457,14 +473,16 @@ def process_image(task: dict) -> dict:
                 f"{ann_name}: bbox {bbox.tolist()} lies outside the {width}x{height} image", 1,
             ))
             continue
+        # ``points`` are continuous (check_annotation moved them from COCO's pixel indices).
         labeled = points[:, 2] > 0
-        outside = labeled & ((points[:, 0] > width) | (points[:, 1] > height))
+        outside = labeled & ((points[:, 0] > width + EDGE_TOLERANCE)
+                             | (points[:, 1] > height + EDGE_TOLERANCE))
         if np.any(outside) and not task.get("allow_outside", False):
             k = int(np.argmax(outside))
             skipped.append((
                 "bad_keypoints",
-                f"{ann_name}: keypoint {k} {points[k, :2].tolist()} lies outside the "
-                f"{width}x{height} image", 1,
+                f"{ann_name}: keypoint {k} {kp_lib.coord_to_index(points[k, :2]).tolist()} "
+                f"(pixel indices) lies outside the {width}x{height} image", 1,
             ))
             continue
         crop_box = crop_box_for_bbox(bbox, task["margin"])

@@ -14,8 +14,9 @@ Output of a conversion with ``output=OUT, split=NAME, shards=N``:
   margin, source format, annotation file and its SHA-256, images directory, image range, what
   ``head_size`` holds, the ground truth and its coordinate convention, shard names.
 * ``OUT/NAME.annotations.json`` (all formats but COCO, whose source file already is it): the
-  converted persons as COCO keypoint ground truth in the project's continuous coordinates,
-  with each image's decoded width and height, for evaluation and drawing tools.
+  converted persons as COCO keypoint ground truth in COCO's pixel-index convention (as every
+  COCO-format file of the project: ``keras_pose.keypoints``), with each image's decoded width
+  and height, for evaluation and drawing tools.
 
 Nothing is half-written: shards are written under hidden temporary names and renamed with
 ``os.replace`` only once all of them are complete; the manifest is written last, so a split is
@@ -296,14 +297,15 @@ def _write_records(tasks: list[dict], workers: int, temps: list[str], split: str
 
 
 def _ground_truth(source: PersonSource, written: list[dict], split: str) -> dict:
-    """The converted persons as a COCO keypoint file (continuous coordinates)."""
+    """The converted persons as a COCO keypoint file (COCO's pixel indices, as the source's
+    ``dataset`` holds them)."""
     annotations = {a["id"]: a for a in source.dataset["annotations"]}
     images = source.images_by_id()
     sizes = {w["image_id"]: (w["image_height"], w["image_width"]) for w in written}
     return {
         "info": {"description": f"{source.format} {split} split converted by keras-pose from "
                                 f"{os.path.basename(source.path)}",
-                 "coordinates": source_lib.CONTINUOUS_CONVENTION},
+                 "coordinates": source_lib.INDEX_CONVENTION},
         "images": [{**images[i], "height": int(h), "width": int(w)}
                    for i, (h, w) in sorted(sizes.items())],
         "annotations": sorted((annotations[w["annotation_id"]] for w in written),
@@ -329,11 +331,10 @@ def _manifest(source: PersonSource, split: str, written: list[dict], counts: lis
               finals: list[str], skips: Counter, messages: list[str], options: dict) -> dict:
     if source.ground_truth:
         ground_truth = {"path": ground_truth_name(split),
-                        "coordinates": source_lib.CONTINUOUS_CONVENTION}
+                        "coordinates": source_lib.INDEX_CONVENTION}
     else:
         ground_truth = {"path": os.path.abspath(source.path),
-                        "coordinates": "the source file's own, read as continuous coordinates "
-                                       "as they are"}
+                        "coordinates": source_lib.INDEX_CONVENTION}
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -510,8 +511,9 @@ def convert_coco(
 ) -> dict:
     """Convert COCO keypoint annotations into TFRecord shards of person crops.
 
-    COCO coordinates are read as continuous coordinates as they are; the source file is the
-    split's ground truth (no ``SPLIT.annotations.json`` is written).
+    COCO keypoints are read as pixel indices (``+0.5`` into the continuous convention of the
+    records); the source file is the split's ground truth (no ``SPLIT.annotations.json`` is
+    written).
 
     Args:
         annotations: COCO ``person_keypoints_*.json``.

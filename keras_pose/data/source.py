@@ -11,8 +11,12 @@ a manifest and a ground-truth file. The source's ``dataset`` is a COCO keypoint 
   optional ``head_size`` (PCKh size in image pixels, 0 = unknown);
 * ``categories``: one ``person`` category whose ``keypoints`` names a known keypoint set.
 
-Readers other than COCO convert coordinates to the project's continuous convention (see
-``keras_pose.keypoints``) on load, and store unlabeled keypoints as ``(0, 0, 0)``.
+Like every COCO-format dict or file of the project, ``dataset`` holds keypoints in COCO's
+pixel-index convention (see ``keras_pose.keypoints``); the converter core moves them into the
+continuous convention (``+0.5``) when it makes records. Readers other than COCO read their
+files into continuous coordinates, compute boxes and head sizes there, and write the
+annotations with :func:`person_annotation`, which stores pixel indices (``-0.5``); unlabeled
+keypoints are ``(0, 0, 0)``.
 
 This module imports no TensorFlow (converter workers import it).
 """
@@ -29,10 +33,14 @@ import numpy as np
 
 from keras_pose import keypoints as kp_lib
 
-# How the manifest and the ground-truth file name the coordinate convention.
+# How the manifest and the ground-truth file name the coordinate conventions.
 CONTINUOUS_CONVENTION = (
     "continuous pixel coordinates: the pixel with index (col, row) covers "
     "[col, col + 1) x [row, row + 1), its centre is (col + 0.5, row + 0.5)"
+)
+INDEX_CONVENTION = (
+    "COCO's pixel indices: keypoint (x, y) is the centre of the pixel with index (col, row) = "
+    "(x, y), continuous (x + 0.5, y + 0.5); bbox x, y, w, h in pixel edges"
 )
 
 
@@ -57,8 +65,8 @@ class PersonSource:
             outside one is bad input); True where boxes are derived (LSP, MPII) or annotators
             clicked joints just past the border, which crops handle (they pad black) and the
             trainer weights 0 once outside the network input.
-        ground_truth: write ``SPLIT.annotations.json`` (the converted persons, continuous
-            convention); False where the source file itself is that (COCO).
+        ground_truth: write ``SPLIT.annotations.json`` (the converted persons, COCO's
+            pixel-index convention); False where the source file itself is that (COCO).
         head_size_source: what the annotations' ``head_size`` holds: ``"head_boxes"``,
             ``"keypoints"`` (the keypoint set's head pair, the stand-in) or ``"none"``.
         details: further ``source`` entries of the manifest (image range, layout, files).
@@ -199,8 +207,12 @@ def keypoint_head_sizes(points: np.ndarray, keypoint_set: kp_lib.KeypointSet) ->
 
 def person_annotation(ann_id: int, image_id: int, points: np.ndarray, bbox: list[float],
                       head_size: float = 0.0, category_id: int = 1) -> dict:
-    """One COCO annotation dict from ``[K, 3]`` continuous keypoints (unlabeled ones zeroed)."""
-    points = np.where(points[:, 2:3] > 0, points, 0.0)
+    """One COCO annotation dict from ``[K, 3]`` continuous keypoints (unlabeled ones zeroed).
+
+    The keypoints are written in COCO's pixel-index convention (``-0.5``); ``bbox`` (pixel
+    edges) and ``head_size`` (a length) are the same in both conventions.
+    """
+    points = kp_lib.keypoints_to_coco(np.where(points[:, 2:3] > 0, points, 0.0))
     flat = [value for x, y, v in points for value in (float(x), float(y), int(v))]
     return {
         "id": int(ann_id), "image_id": int(image_id), "category_id": category_id,

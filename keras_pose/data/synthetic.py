@@ -27,12 +27,15 @@ Files and conventions
 ``make_synthetic_dataset`` writes ``DIR/images/<id:012d>.jpg`` and ``DIR/annotations.json``
 (COCO: ``images``, ``annotations`` with ``bbox``, ``area``, ``keypoints``, ``num_keypoints``,
 ``iscrowd`` 0 and an RLE ``segmentation`` of the visible figure, ``categories`` with COCO17's
-keypoint names and its 1-based skeleton). Keypoints use ``keras_pose.keypoints``' convention: a
-keypoint at ``(x, y)`` is drawn at continuous position ``(x, y)``, i.e. cv2 pixel index
-``(x - 0.5, y - 0.5)``; coordinates are quantized to the 1/16 px grid of cv2's ``shift=4``
-sub-pixel drawing, so the stored value is exactly the drawn one. ``bbox`` is the tight box
-(pixel edges) of the figure's drawn pixels inside the image, hidden parts included, so every
-labeled keypoint lies in it; ``area`` counts the figure's visible pixels (the segmentation).
+keypoint names and its 1-based skeleton). In memory (``SyntheticPerson``) keypoints use
+``keras_pose.keypoints``' continuous convention: a keypoint at ``(x, y)`` is drawn at continuous
+position ``(x, y)``, i.e. cv2 pixel index ``(x - 0.5, y - 0.5)``, and that index is what
+``annotations.json`` stores (COCO's pixel-index convention, as every COCO-format file of the
+project); coordinates are quantized to the 1/16 px grid of cv2's ``shift=4`` sub-pixel drawing,
+so the stored value is exactly the drawn one and reading it back (``+0.5``) is exact. ``bbox``
+is the tight box (pixel edges) of the figure's drawn pixels inside the image, hidden parts
+included, so every labeled keypoint (continuous) lies in it; ``area`` counts the figure's
+visible pixels (the segmentation).
 
 Output is deterministic: image ``i`` of stream ``s`` is drawn from
 ``numpy.random.default_rng([seed, s, i])``, whatever the number of workers, so the same arguments
@@ -58,9 +61,10 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from keras_pose.io import write_bytes_atomic, write_json_atomic
-from keras_pose.keypoints import COCO17, PIXEL_CENTER_OFFSET
+from keras_pose.keypoints import COCO17, PIXEL_CENTER_OFFSET, keypoints_to_coco
 
-GENERATOR_VERSION = 1
+# 2: annotations.json holds COCO pixel indices (drawn position - 0.5); 1 held the positions.
+GENERATOR_VERSION = 2
 SHIFT = 4  # cv2 sub-pixel bits: coordinates are drawn on a 1/16 px grid
 _ONE = 1 << SHIFT
 POSES = ("standing", "walking", "arms_up", "sitting", "lying", "free")
@@ -765,7 +769,8 @@ def coco_categories() -> list[dict]:
 def _annotation(person: SyntheticPerson) -> dict:
     """COCO annotation fields of one person (ids are added by the caller)."""
     keypoints = []
-    for x, y, v in person.keypoints:
+    # COCO's pixel indices (-0.5): exact, the drawn positions sit on a 1/16 px grid.
+    for x, y, v in keypoints_to_coco(person.keypoints):
         keypoints.extend([float(x), float(y), int(v)] if v > 0 else [0, 0, 0])
     rle = mask_utils.encode(np.asfortranarray(person.visible_mask.astype(np.uint8)))
     return {

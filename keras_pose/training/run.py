@@ -623,19 +623,25 @@ def _use_best_checkpoint(network: keras.Model, best_path: pathlib.Path, chief: b
 
 def _final_evaluation(pipeline: Pipeline, trainer: PoseTrainer, val_ds, keypoint_set,
                       metric_names: list[str], work_dir: pathlib.Path) -> dict:
-    """Score the network on the validation records (and COCO AP); write ``evaluation.json``."""
-    predict = evaluate.make_predict_function(trainer.network, keypoint_set=keypoint_set,
-                                             flip_test=pipeline.callbacks.flip_test,
-                                             sampler=trainer.sampler)
-    predictions = evaluate.predict_records(trainer.network, val_ds, keypoint_set=keypoint_set,
-                                           predict_function=predict)
+    """Score the network on the validation records (and COCO AP) without and with the flip
+    test (the papers report with it); write ``evaluation.json``: the plain scores at the top
+    level, the flip-tested ones under ``flip_test`` (``evaluate.score_with_and_without_flip``).
+    ``[callbacks] flip_test`` only concerns the validation during training."""
+    predictions, flipped = (
+        evaluate.predict_records(
+            trainer.network, val_ds, keypoint_set=keypoint_set,
+            predict_function=evaluate.make_predict_function(
+                trainer.network, keypoint_set=keypoint_set, flip_test=flip,
+                sampler=trainer.sampler))
+        for flip in (False, True))
     annotations = pipeline.data.val_annotations or None
     if annotations and not pathlib.Path(annotations).exists():
         print(f"warning: [data] val_annotations {annotations!r} not found; no COCO AP",
               flush=True)
         annotations = None
-    report = evaluate.score_predictions(predictions, annotations, keypoint_set=keypoint_set,
-                                        metric_names=metric_names)
+    report = evaluate.score_with_and_without_flip(predictions, flipped, annotations,
+                                                  keypoint_set=keypoint_set,
+                                                  metric_names=metric_names)
     if report.get("coco_skipped"):
         print(f"COCO AP skipped: {report['coco_skipped']}", flush=True)
     write_json_atomic(work_dir / "evaluation.json", report)
@@ -649,9 +655,8 @@ def _evaluate_command(pipeline: Pipeline, output_dir: pathlib.Path, metric_names
     annotations = pipeline.data.val_annotations
     if annotations and pathlib.Path(annotations).exists():
         words += ["--annotations", annotations]
+    # tools/evaluate.py scores a Keras model without and with the flip test, as the run does.
     words += ["--metrics", ",".join(metric_names)]
-    if pipeline.callbacks.flip_test:
-        words.append("--flip-test")
     words += ["--output", str(output_dir)]
     return shlex.join(words)
 
@@ -708,7 +713,9 @@ def _metric_summary(report: dict) -> dict:
 
     Keys: ``metrics`` (names, headline first), ``headline``, ``val_<name>`` each,
     ``per_keypoint_<headline>``, ``val_persons``, ``coco_ap`` (``None`` when not computed) and
-    ``coco_skipped`` (why, when the keypoint set has no OKS sigmas).
+    ``coco_skipped`` (why, when the keypoint set has no OKS sigmas), all without the flip
+    test; with it (when the report has it): ``val_<headline>_flip_test`` and
+    ``coco_ap_flip_test``.
     """
     scores = report["metrics"]
     headline = scores["metrics"][0]
@@ -719,6 +726,10 @@ def _metric_summary(report: dict) -> dict:
     summary["coco_ap"] = report["coco"]["AP"] if report["coco"] else None
     if report.get("coco_skipped"):
         summary["coco_skipped"] = report["coco_skipped"]
+    flipped = report.get("flip_test")
+    if flipped:
+        summary[f"val_{headline}_flip_test"] = flipped["metrics"][headline]
+        summary["coco_ap_flip_test"] = flipped["coco"]["AP"] if flipped["coco"] else None
     return summary
 
 
@@ -768,16 +779,20 @@ def format_summary(summary: dict) -> str:
 def _format_scores(summary: dict) -> list[str]:
     specs = [metrics.parse_metric(name) for name in summary["metrics"]]
     headline, others = specs[0], specs[1:]
+    flip_key = f"val_{headline.name}_flip_test"
     coco = ""
     if summary.get("coco_ap") is not None:
         coco = f"   COCO AP: {summary['coco_ap']:.3f}"
+        if summary.get("coco_ap_flip_test") is not None:
+            coco += f" (flip test {summary['coco_ap_flip_test']:.3f})"
     elif summary.get("coco_skipped"):
         coco = "   COCO AP: skipped (no OKS sigmas)"
+    flipped = (f" (flip test {_fmt(summary[flip_key])})" if flip_key in summary else "")
     lines = [
-        f"  val {headline.label} : {_fmt(summary['val_' + headline.name])}   "
+        f"  val {headline.label} : {_fmt(summary['val_' + headline.name])}{flipped}   "
         + "".join(f"{s.label}: {_fmt(summary['val_' + s.name])}   " for s in others)
         + f"({summary['val_persons']} held-out persons){coco}",
-        f"  per keypoint ({headline.label}):",
+        f"  per keypoint ({headline.label}, without flip test):",
     ]
     items = list(summary[f"per_keypoint_{headline.name}"].items())
     for i in range(0, len(items), 3):
