@@ -204,6 +204,15 @@ class ServingFunctions:
         keypoint_set: needed for ``flip_test`` (left/right permutation).
         flip_test: average with the mirrored crop's prediction.
         refine: heatmap sub-pixel refinement (``keras_pose.decode.decode_heatmaps``).
+
+    Bad requests fail with INVALID_ARGUMENT and a one-line op message (checked in the graph,
+    stock ops only): a wrong rank (``EnsureShape``), an empty batch, an image without pixels,
+    bytes that do not decode, boxes that are not finite or beyond ``MAX_BOX_VALUE`` pixels,
+    without a positive size, or not one per image (wrong dtypes are the signature's). Odd but
+    valid requests answer: any image size from 1 x 1 (8000 x 8000 works), PNG alpha is dropped
+    and gray images are replicated to RGB, boxes partly or wholly outside the image read black.
+    ``tests/test_serving_inputs.py`` tries each of them; ``tests/test_serving_load.py`` the
+    graph under concurrent load.
     """
 
     def __init__(self, model, *, margin: float = DEFAULT_MARGIN,

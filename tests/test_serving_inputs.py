@@ -324,6 +324,9 @@ def test_predictor_and_clients_check_in_python(base, server):
     for function, pattern in cases:
         with pytest.raises(ValueError, match=pattern):
             function()
+    # What only the graph can tell: the Predictor passes the op's error on.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Unknown image file format"):
+        predictor.predict_encoded([GOOD_PNG, b"junk"])
     # Errors from the server reach the client as ServingError with the op's message.
     with pytest.raises(serving.ServingError, match=r"HTTP 400: Unknown image file format"):
         rest.predict([b"neither JPEG nor PNG"])
