@@ -57,6 +57,7 @@ SIGNATURE_BYTES = "serving_bytes"
 SIGNATURE_BYTES_BOXES = "serving_bytes_boxes"
 SIGNATURES = (SIGNATURE_DEFAULT, SIGNATURE_BOXES, SIGNATURE_BYTES, SIGNATURE_BYTES_BOXES)
 OUTPUTS = ("keypoints", "scores")
+MAX_BOX_VALUE = 1e7  # |x|, |y|, w, h of a person box, in pixels (finite, and no overflow)
 
 
 class ExportError(ValueError):
@@ -203,6 +204,15 @@ class ServingFunctions:
         keypoint_set: needed for ``flip_test`` (left/right permutation).
         flip_test: average with the mirrored crop's prediction.
         refine: heatmap sub-pixel refinement (``keras_pose.decode.decode_heatmaps``).
+
+    Bad requests fail with INVALID_ARGUMENT and a one-line op message (checked in the graph,
+    stock ops only): a wrong rank (``EnsureShape``), an empty batch, an image without pixels,
+    bytes that do not decode, boxes that are not finite or beyond ``MAX_BOX_VALUE`` pixels,
+    without a positive size, or not one per image (wrong dtypes are the signature's). Odd but
+    valid requests answer: any image size from 1 x 1 (8000 x 8000 works), PNG alpha is dropped
+    and gray images are replicated to RGB, boxes partly or wholly outside the image read black.
+    ``tests/test_serving_inputs.py`` tries each of them; ``tests/test_serving_load.py`` the
+    graph under concurrent load.
     """
 
     def __init__(self, model, *, margin: float = DEFAULT_MARGIN,
@@ -287,10 +297,14 @@ class ServingFunctions:
     def _check_boxes(self, boxes, count):
         import tensorflow as tf
 
+        boxes = tf.ensure_shape(boxes, [None, 4])  # the rank at run time (as for images)
         checks = [
             tf.debugging.assert_equal(
                 tf.shape(boxes)[0], count,
                 message="boxes must be float32 [N, 4] (x, y, w, h in pixels), one per image"),
+            tf.debugging.assert_equal(
+                tf.reduce_all(tf.abs(boxes) <= MAX_BOX_VALUE), True,  # False for NaN and inf
+                message=f"boxes must be finite pixel values (|x|, |y|, w, h <= {MAX_BOX_VALUE:g})"),
             tf.debugging.assert_positive(
                 boxes[:, 2:4], message="boxes must have a positive width and height (x, y, w, h)"),
         ]
@@ -331,10 +345,13 @@ class ServingFunctions:
 
         crop_box = square_crop_boxes(box[None], self.margin)  # [1, 4]
         side = crop_box[0, 2]
-        factor = tf.maximum(tf.floor(side / float(max(self.input_size))), 1.0)
-        f = tf.cast(factor, tf.int32)
         hw = tf.shape(image)[0:2]
-        source = tf.cast(image, tf.float32)[None]
+        # At most the image's larger side: a larger f only pads more zeros (a box far larger
+        # than the image would otherwise pad to f x f pixels and exhaust memory).
+        factor = tf.clip_by_value(tf.floor(side / float(max(self.input_size))), 1.0,
+                                  tf.cast(tf.maximum(tf.reduce_max(hw), 1), tf.float32))
+        f = tf.cast(factor, tf.int32)
+        source = image[None]  # uint8 until needed: a large image costs 1/4 of the memory
 
         def block_average():
             padded_hw = (hw + f - 1) // f * f
@@ -342,7 +359,7 @@ class ServingFunctions:
                                      [0, padded_hw[1] - hw[1]], [0, 0]])
             return tf.image.resize(padded, padded_hw // f, method="area")
 
-        source = tf.cond(f > 1, block_average, lambda: source)
+        source = tf.cond(f > 1, block_average, lambda: tf.cast(source, tf.float32))
         crop = tf.image.crop_and_resize(
             source,
             crop_and_resize_boxes(crop_box / factor, tf.shape(source)[1:3], self.input_size),
@@ -356,6 +373,10 @@ class ServingFunctions:
         import tensorflow as tf
 
         count = tf.shape(images)[0]
+        check = tf.debugging.assert_positive(
+            count, message="the batch is empty: send at least one image")
+        with tf.control_dependencies([check]):
+            count = tf.identity(count)
         with_boxes = boxes is not None
         if with_boxes:
             boxes = self._check_boxes(boxes, count)
@@ -384,9 +405,10 @@ class ServingFunctions:
         """uint8 images [N, H, W, 3] (+ boxes [N, 4] or None) -> keypoints, scores."""
         import tensorflow as tf
 
+        # The dtype is the signature's (TF Serving checks it); EnsureShape checks the rank at
+        # run time (the signature's static rank alone does not), the rest is checked here.
+        images = tf.ensure_shape(images, [None, None, None, None])
         shape = tf.shape(images)
-        # The dtype and rank are the signature's (TF Serving checks the dtype; a wrong rank
-        # fails in the first op that needs 4-D); the rest is checked here.
         check = tf.debugging.assert_equal(
             tf.logical_and(tf.equal(shape[-1], 3), tf.reduce_all(shape[1:3] > 0)), True,
             message="images must be uint8 [N, H, W, 3] (RGB) with H, W > 0")
@@ -397,6 +419,9 @@ class ServingFunctions:
 
     def predict_encoded(self, image_bytes, boxes):
         """Encoded images string [N] (+ boxes [N, 4] or None) -> keypoints, scores."""
+        import tensorflow as tf
+
+        image_bytes = tf.ensure_shape(image_bytes, [None])  # the rank, at run time
         crops, crop_boxes = self._crop_all(image_bytes, boxes, decode=True)
         return self.run_crops(crops, crop_boxes)
 
@@ -684,6 +709,8 @@ def _check_images(images) -> np.ndarray:
             f"images must be uint8 [N, H, W, 3] or [H, W, 3] (RGB), received shape "
             f"{list(array.shape)}"
         )
+    if len(array) == 0:
+        raise ValueError("the batch is empty: pass at least one image")
     return array
 
 
@@ -696,8 +723,9 @@ def _check_boxes(boxes, count: int) -> np.ndarray:
             f"boxes must be float32 [N, 4] (x, y, w, h in pixels) with N = {count} images, "
             f"received shape {list(np.shape(boxes))}"
         )
-    if not np.all(np.isfinite(array)) or np.any(array[:, 2:] <= 0):
-        raise ValueError(f"boxes need finite values and a positive width and height: {array}")
+    if not np.all(np.abs(array) <= MAX_BOX_VALUE) or np.any(array[:, 2:] <= 0):
+        raise ValueError(f"boxes need finite values (|v| <= {MAX_BOX_VALUE:g} pixels) and a "
+                         f"positive width and height: {array.tolist()}")
     return array
 
 

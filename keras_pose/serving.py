@@ -102,8 +102,9 @@ def _boxes(boxes, count: int) -> np.ndarray | None:
             f"boxes must be [N, 4] (x, y, w, h in pixels) for N = {count} images, received "
             f"shape {list(np.shape(boxes))}"
         )
-    if np.any(array[:, 2:] <= 0):
-        raise ValueError(f"boxes need a positive width and height, received {array.tolist()}")
+    if not np.all(np.isfinite(array)) or np.any(array[:, 2:] <= 0):
+        raise ValueError(f"boxes need finite values and a positive width and height, received "
+                         f"{array.tolist()}")
     return array
 
 

@@ -35,6 +35,16 @@ _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?
                    r"(?P<verb>:predict)?$")
 
 
+def _client_message(message: str) -> str:
+    """The op's own message (what TF Serving answers), without eager TF's wrapping lines."""
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node")
+    for line in message.splitlines():
+        line = line.strip()
+        if line and not line.startswith(skip) and "(most recent call last)" not in line:
+            return re.sub(r"\s*\[Op:[^\]]*\]$", "", line)
+    return message.strip()
+
+
 class RequestError(Exception):
     """A bad request: HTTP status and TF Serving-style message."""
 
@@ -111,11 +121,15 @@ class FakeModelServer:
         tensors = {}
         for key, spec in specs.items():
             value = inputs[key]
+            if isinstance(value, np.ndarray) and value.dtype != object and \
+                    tf.as_dtype(value.dtype) != spec.dtype:  # a typed (gRPC) tensor: no casts
+                raise RequestError(400, f"Expects arg {key} to be {spec.dtype.name} but "
+                                   f"{tf.as_dtype(value.dtype).name} is provided")
             try:
                 tensor = tf.convert_to_tensor(value, dtype=spec.dtype)
             except (TypeError, ValueError) as error:
                 raise RequestError(
-                    400, f"input {key!r}: expects {spec.dtype.name}: {error}") from None
+                    400, f"input {key!r}: expects {spec.dtype.name}: {str(error)[:160]}") from None
             if tensor.dtype != spec.dtype:
                 raise RequestError(400, f"Expects arg {key} to be {spec.dtype.name} but "
                                    f"{tensor.dtype.name} is provided")
@@ -124,7 +138,7 @@ class FakeModelServer:
             outputs = function(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
             message = getattr(error, "message", None) or str(error)
-            raise RequestError(400, message.splitlines()[0] if message else repr(error)) from None
+            raise RequestError(400, _client_message(message) or repr(error)) from None
         return {key: value.numpy() for key, value in outputs.items()}
 
     # -- REST ---------------------------------------------------------------------------------
