@@ -393,6 +393,11 @@ def test_pipeline_step_converts_once_and_points_data_at_records(tmp_path, monkey
     # A different range is a different split: converted again.
     with pytest.raises(AssertionError, match="converted again"):
         run.prepare_source_data(_pipeline(tmp_path, "data.source.val_range=3-4"))
+    # Records of another converter version (another pixel convention) are not reused.
+    manifest["version"] = 2
+    (records / "val.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AssertionError, match="converted again"):
+        run.prepare_source_data(pipeline)
 
 
 def test_pipeline_step_missing_folder_or_range_is_a_clear_error(tmp_path):

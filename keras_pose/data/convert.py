@@ -48,7 +48,9 @@ from keras_pose.io import write_json_atomic
 
 MANIFEST_FORMAT = "keras_pose.person_tfrecord"
 # 2: ``source.format``, ``source.image_range``, ``head_size`` and ``ground_truth`` entries.
-MANIFEST_VERSION = 2
+# 3: COCO-format keypoints are read as pixel indices (+0.5): records of version 2 made from
+#    COCO files sit half a pixel off, so caches must not reuse them.
+MANIFEST_VERSION = 3
 # Records per shard when ``shards`` is not given: ~50-100 MB shards at 256 px, enough shards for
 # tf.distribute to split a COCO-sized set by file.
 AUTO_RECORDS_PER_SHARD = 2048

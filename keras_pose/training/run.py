@@ -86,7 +86,8 @@ def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
         digest = hashlib.sha256(split_annotations.read_bytes()).hexdigest()
         if manifest.exists():
             previous = json.loads(manifest.read_text())
-            if (previous["source"]["sha256"], previous["crop_size"], previous["margin"]) == (
+            if previous.get("version") == convert.MANIFEST_VERSION and (
+                    previous["source"]["sha256"], previous["crop_size"], previous["margin"]) == (
                     digest, data.crop_size, data.margin):
                 continue
         print(f"Converting the synthetic {split} split to TFRecords in {records} ...",
@@ -145,6 +146,8 @@ def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSecti
     if not manifest_path.exists():
         return None
     previous = json.loads(manifest_path.read_text())
+    if previous.get("version") != converter.MANIFEST_VERSION:
+        return None  # made by another converter version (e.g. another pixel convention)
     made = previous.get("source", {})
     expected_range = list(job["image_range"]) if job["image_range"] else None
     same = (
