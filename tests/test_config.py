@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import pathlib
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 import tomllib
+from tiny_pose import TinyHeatmapPose
 
+from keras_pose.augment import AugmentConfig
+from keras_pose.keypoints import COCO17
+from keras_pose.models import MODELS
 from keras_pose.training.config import (
     PipelineError,
     load_pipeline,
     pipeline_from_dict,
     to_toml,
 )
+from keras_pose.training.run import augment_config
+from keras_pose.training.trainer import PoseTrainer
 
 PIPELINES = sorted((pathlib.Path(__file__).parents[1] / "pipelines").glob("*.toml"))
 
@@ -85,10 +95,6 @@ def test_overrides_take_toml_values_and_bare_words(tmp_path):
 
 @pytest.mark.parametrize("path", PIPELINES, ids=[p.stem for p in PIPELINES])
 def test_shipped_pipelines_name_real_model_options(path):
-    import inspect
-
-    from keras_pose.models import MODELS
-
     pipeline = load_pipeline(path)
     parameters = inspect.signature(MODELS[pipeline.model.name]).parameters
     unknown = set(pipeline.model.options) - set(parameters)
@@ -120,8 +126,6 @@ def test_reference_augmentation_per_pipeline(tmp_path):
     """stacked_hourglass_coco draws what pose-hg-train draws; the poster pipelines the poster's
     uniform ranges. The new [augment] keys survive pipeline.resolved.toml and reach the
     trainer's AugmentConfig."""
-    from keras_pose.augment import AugmentConfig
-    from keras_pose.training.run import augment_config
 
     folder = PIPELINES[0].parent
     torch_code = load_pipeline(folder / "stacked_hourglass_coco.toml")
@@ -147,19 +151,6 @@ def test_reference_augmentation_per_pipeline(tmp_path):
 def test_every_shipped_augmentation_trains_in_the_trainer_step():
     """Each shipped pipeline's [augment] section runs in PoseTrainer's compiled step (the
     reference pipelines' distributions and colour jitter included) and the loss is finite."""
-    import sys
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from keras_pose.keypoints import COCO17
-    from keras_pose.training.run import augment_config
-    from keras_pose.training.trainer import PoseTrainer
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from tiny_pose import TinyHeatmapPose
-
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8),
