@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import collections
 import datetime
+import errno
 import inspect
+import json
 import multiprocessing
 import os
 import re
@@ -38,12 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from keras_pose import io as io_lib
 from keras_pose.data import coco as coco_lib
 from keras_pose.data import lsp as lsp_lib
 from keras_pose.data import mpii as mpii_lib
 from keras_pose.data import source as source_lib
 from keras_pose.data.source import AnnotationFormatError, PersonSource
-from keras_pose.io import write_json_atomic
 
 MANIFEST_FORMAT = "keras_pose.person_tfrecord"
 # 2: ``source.format``, ``source.image_range``, ``head_size`` and ``ground_truth`` entries.
@@ -90,7 +92,8 @@ def _remove_stale_temp_files(output: str, split: str) -> None:
     """Delete temporary files of this split left by a killed run (its process is gone)."""
     prefix_shard = "." + re.escape(split) + r"-\d{5}-of-\d{5}\.tfrecord"
     prefix_manifest = r"\." + re.escape(manifest_name(split))
-    pattern = re.compile(rf"(?:\{prefix_shard}|{prefix_manifest})\.tmp-(\d+)")
+    prefix_truth = r"\." + re.escape(ground_truth_name(split))
+    pattern = re.compile(rf"(?:\{prefix_shard}|{prefix_manifest}|{prefix_truth})\.tmp-(\d+)")
     for name in os.listdir(output):
         match = pattern.fullmatch(name)
         if not match:
@@ -271,8 +274,18 @@ def _write_records(tasks: list[dict], workers: int, temps: list[str], split: str
 
     written: list[dict] = []
     writers = []
+
+    def write(index: int, data: bytes) -> None:
+        try:
+            writers[index].write(data)
+        except tf.errors.OpError as error:
+            raise _shard_error(error, temps[index]) from None
+
     try:
-        writers = [tf.io.TFRecordWriter(t) for t in temps]
+        try:
+            writers = [tf.io.TFRecordWriter(t) for t in temps]
+        except tf.errors.OpError as error:
+            raise _shard_error(error, temps[len(writers)]) from None
         bar = tqdm(total=len(tasks), unit="img", desc=f"{split}", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
@@ -281,18 +294,43 @@ def _write_records(tasks: list[dict], workers: int, temps: list[str], split: str
                     report(reason, message, count)
                 for fields in result["records"]:
                     record = tfrecord.PersonRecord(**fields)
-                    writers[len(written) % len(writers)].write(tfrecord.serialize_person(record))
+                    write(len(written) % len(writers), tfrecord.serialize_person(record))
                     written.append({key: fields[key] for key in (
                         "annotation_id", "image_id", "image_height", "image_width")})
                 bar.update(1)
                 bar.set_postfix(records=len(written), refresh=False)
+        # Closing flushes the last buffered bytes: a full disk may show only here.
+        for index in range(len(writers)):
+            writer = writers[index]
+            writers[index] = None
+            try:
+                writer.close()
+            except tf.errors.OpError as error:
+                raise _shard_error(error, temps[index]) from None
     finally:
         for writer in writers:
             try:
-                writer.close()
+                if writer is not None:
+                    writer.close()
             except Exception:  # noqa: BLE001 - closing after a failure; the cause propagates
                 pass
     return written
+
+
+def _shard_error(error, temp: str) -> OSError:
+    """A TFRecordWriter's error (TensorFlow's, often without a message) as an ``OSError``
+    naming the shard: ENOSPC for a full disk (``ResourceExhaustedError``)."""
+    import tensorflow as tf
+
+    final = os.path.join(os.path.dirname(temp),
+                         os.path.basename(temp)[1:].rsplit(".tmp-", 1)[0])
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        code, what = errno.ENOSPC, "no space left on device"
+    else:
+        code, what = errno.EIO, f"{type(error).__name__}"
+    detail = getattr(error, "message", "") or ""
+    return OSError(code, f"writing shard {final} failed ({what}{': ' + detail if detail else ''});"
+                   " no shard or manifest of the split was written or changed", temp)
 
 
 def _ground_truth(source: PersonSource, written: list[dict], split: str) -> dict:
@@ -368,17 +406,40 @@ def _manifest(source: PersonSource, split: str, written: list[dict], counts: lis
 
 def _publish(output: str, split: str, temps: list[str], finals: list[str],
              ground_truth: dict | None, manifest: dict) -> None:
-    # Old split files go first (manifest first of all: a manifest names a complete split),
-    # then the new shards and ground truth appear, then the new manifest.
+    # The ground truth and the manifest are written to temporary files first, while the old
+    # split is still whole: a disk that fills up there leaves the old split as it was.
+    # Then old split files go (manifest first of all: a manifest names a complete split),
+    # the new shards and ground truth appear (renames need no space), then the new manifest.
+    pending = list(zip(temps, finals))
+    extra = [(ground_truth_name(split), ground_truth), (manifest_name(split), manifest)]
+    for name, value in extra:
+        if value is None:
+            continue
+        final = os.path.join(output, name)
+        temp = os.path.join(output, _temp_name(name))
+        temps.append(temp)  # removed by the caller if anything fails
+        _write_json_file(temp, final, value)
+        pending.append((temp, final))
     for name in sorted(_existing_split_files(output, split), key=lambda n: "manifest" not in n):
         path = os.path.join(output, name)
         if path not in finals:
             os.remove(path)
-    for temp, final in zip(temps, finals):
+    for temp, final in pending:
         os.replace(temp, final)
-    if ground_truth is not None:
-        write_json_atomic(os.path.join(output, ground_truth_name(split)), ground_truth)
-    write_json_atomic(os.path.join(output, manifest_name(split)), manifest)
+
+
+def _write_json_file(temp: str, final: str, value: dict) -> None:
+    """``value`` as indented JSON into ``temp`` (later renamed to ``final``), synced; an error
+    names ``final``."""
+    text = json.dumps(io_lib._json_ready(value), indent=2, allow_nan=False) + "\n"
+    try:
+        with open(temp, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        raise OSError(error.errno, f"writing {final} failed ({error.strerror or error}); the "
+                      "split's previous files are unchanged", temp) from None
 
 
 def convert_source(
