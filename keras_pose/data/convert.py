@@ -20,7 +20,9 @@ Output of a conversion with ``output=OUT, split=NAME, shards=N``:
 Nothing is half-written: shards are written under hidden temporary names and renamed with
 ``os.replace`` only once all of them are complete; the manifest is written last, so a split is
 complete exactly when its manifest exists. An error or ``KeyboardInterrupt`` removes the
-temporary files.
+temporary files; a full disk names the file and leaves the previous split whole. After a
+SIGKILL the same command just runs again: it removes the dead run's temporary files, and shards
+without a manifest (killed while renaming) as an incomplete split.
 """
 
 from __future__ import annotations
@@ -230,9 +232,20 @@ def _default_log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _prepare_output(output: str, split: str, overwrite: bool) -> None:
+def _prepare_output(output: str, split: str, overwrite: bool, log=None) -> None:
     os.makedirs(output, exist_ok=True)
     existing = _existing_split_files(output, split)
+    if existing and manifest_name(split) not in existing:
+        # Shards without a manifest: a conversion killed while it renamed its files (the
+        # manifest comes last; a split is complete exactly when it has one). Not a split to
+        # keep: the same command converts it again without --overwrite.
+        (log or _default_log)(
+            f"removing an incomplete split {split!r} in {output} (no {manifest_name(split)}: "
+            f"an interrupted conversion): {', '.join(existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}")
+        for name in existing:
+            os.remove(os.path.join(output, name))
+        existing = []
     if existing and not overwrite:
         raise ConversionError(
             f"{output} already holds split {split!r} ({', '.join(existing[:4])}"
@@ -496,7 +509,7 @@ def convert_source(
     log = log or _default_log
     if not os.path.isdir(source.images_dir):
         raise ConversionError(f"images directory {source.images_dir} does not exist")
-    _prepare_output(output, split, overwrite)
+    _prepare_output(output, split, overwrite, log)
 
     skips: Counter = Counter()
     messages: list[str] = []
