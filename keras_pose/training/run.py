@@ -616,8 +616,21 @@ def verify_shard(path: str) -> str | None:
         for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(1024):
             pass
     except tf.errors.DataLossError as error:
-        return error.message
+        return _data_loss_text(error)
     return None
+
+
+def _data_loss_text(error: Exception) -> str:
+    """The useful words of a ``DataLossError`` (``corrupted record at 1234``), without the
+    graph and op names TensorFlow wraps them in."""
+    import re
+
+    text = getattr(error, "message", None) or str(error)
+    found = re.search(r"(?:corrupted|truncated) record at \d+[^\n\[]*", text)
+    if found:
+        return found.group(0).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def damaged_records_error(pipeline: Pipeline, error: Exception,
@@ -642,23 +655,27 @@ def damaged_records_error(pipeline: Pipeline, error: Exception,
         lines += [f"  {path}: {problem}" for path, problem in damaged]
         annotations = source.get("annotations", "THE ANNOTATION FILE")
         split_dir = str(pathlib.Path(damaged[0][0]).parent)
-        lines.append(
-            f"  [data] {role}: convert the split again into {split_dir} with --overwrite "
-            f"(e.g. python tools/convert_coco.py --annotations {annotations} --images "
-            f"{source.get('images', 'IMAGES')} --output {split_dir} --split "
-            f"{pathlib.Path(damaged[0][0]).name.split('-')[0]} --overwrite, or the "
-            "tools/convert.py command that made it)")
+        split = pathlib.Path(damaged[0][0]).name.split("-")[0]
+        if source.get("format", "coco") == "coco":
+            how = (f"e.g. python tools/convert_coco.py --annotations {annotations} --images "
+                   f"{source.get('images', 'IMAGES')} --output {split_dir} --split {split} "
+                   "--overwrite, with the options that made it (see the manifest)")
+        else:
+            how = (f"the tools/convert.py --format {source['format']} command that made it "
+                   f"from {annotations} (see the manifest)")
+        lines.append(f"  [data] {role}: convert the split again into {split_dir} with "
+                     f"--overwrite ({how})")
     kept = ""
     if work_dir is not None and (work_dir / "backup" / "state.json").exists():
         kept = (" The backup in " f"{work_dir / 'backup'} is kept: the same command resumes "
                 "from it once the records are whole.")
     if not lines:
         return DamagedRecords(
-            f"reading the records failed ({error.message if hasattr(error, 'message') else error})"
-            f", but every shard of [data] train_records and val_records now reads whole (a "
+            f"reading the records failed ({_data_loss_text(error)}), but every shard of "
+            "[data] train_records and val_records now reads whole (a "
             f"disk or network error?); run the same command again.{kept}")
     return DamagedRecords("damaged TFRecord shard(s), failing their checksums (tf.data: "
-                          f"{getattr(error, 'message', error)}):\n" + "\n".join(lines) + kept)
+                          f"{_data_loss_text(error)}):\n" + "\n".join(lines) + kept)
 
 
 def _attempt(failures: dict, step: str, what: str, work_dir: pathlib.Path, action,
