@@ -303,7 +303,6 @@ def _run_until_progress(command: list[str], stderr_path: pathlib.Path, env: dict
     return proc
 
 
-@pytest.mark.slow
 def test_sigkill_of_convert_coco_then_the_same_command_completes(tmp_path, coco_set_large):
     import signal
 

@@ -36,6 +36,8 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -188,6 +190,24 @@ def _plan(
     ]
 
 
+def _worker_init(parent: int) -> None:
+    """Worker initializer: :func:`coco_lib.worker_init`, and exit when the converter dies.
+
+    A SIGKILLed converter (the OOM killer, ``kill -9``) cannot stop its workers, and they
+    would wait on their task queue forever (each holds both ends of its pipe, so no EOF comes):
+    a watch thread ends the worker once it has another parent.
+    """
+    coco_lib.worker_init()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="keras-pose-parent-watch").start()
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
 def _results(tasks: list[dict], workers: int) -> Iterator[dict]:
     """Yield ``process_image`` results in task order, in-process or from worker processes."""
     if workers <= 1 or len(tasks) <= 1:
@@ -202,7 +222,7 @@ def _results(tasks: list[dict], workers: int) -> Iterator[dict]:
     # an error instead of being restarted forever.
     executor = ProcessPoolExecutor(
         min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-        initializer=coco_lib.worker_init,
+        initializer=_worker_init, initargs=(os.getpid(),),
     )
     # A bounded window of pending images keeps memory flat however far the workers run ahead.
     window = 4 * workers
