@@ -434,3 +434,35 @@ def test_a_damaged_shard_stops_training_naming_the_shard(tmp_path, tiny_records,
     # Only the damaged shard is named.
     others = [p for p in records.glob("*.tfrecord") if p != shard]
     assert not any(f"{p}:" in err for p in others)
+
+
+# -- 1b. a full disk under a whole run ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_run_stops_it_naming_the_file_and_the_same_command_resumes(
+        small_disk, tiny_records, capsys):
+    from keras_pose.cli import train_main
+
+    synthetic_dir, records = tiny_records
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_run_faults import write_pipeline
+
+    pipeline = write_pipeline(small_disk.root, synthetic_dir, records=records, epochs=2,
+                              steps=2)
+    out = small_disk.root / "run"
+    small_disk.fill(leave=96 * 1024)  # the logs fit, a checkpoint does not
+    status = train_main(["--pipeline", str(pipeline), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1, err[-3000:]
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: training stopped: saving "), message
+    assert "No space left on device" in message or "errno = 28" in message, message
+    assert "Free space" in message and "resumes from the backup" in message
+    assert _no_temporaries(out) == [], _no_temporaries(out)
+
+    small_disk.free()
+    assert train_main(["--pipeline", str(pipeline), "--output", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["val_persons"] == 5
+    assert _no_temporaries(out) == []
