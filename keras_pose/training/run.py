@@ -626,7 +626,7 @@ def _data_loss_text(error: Exception) -> str:
     import re
 
     text = getattr(error, "message", None) or str(error)
-    found = re.search(r"(?:corrupted|truncated) record at \d+[^\n\[]*", text)
+    found = re.search(r"(?:corrupted|truncated) record at \d+[^\n\['\"]*", text)
     if found:
         return found.group(0).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
