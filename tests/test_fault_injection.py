@@ -466,3 +466,40 @@ def test_disk_full_during_a_run_stops_it_naming_the_file_and_the_same_command_re
     assert train_main(["--pipeline", str(pipeline), "--output", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["val_persons"] == 5
     assert _no_temporaries(out) == []
+
+
+def test_disk_full_at_the_manifest_keeps_the_old_split(small_disk, coco_set, capsys):
+    """The shards fit, the manifest does not: the old split stays whole (its files are only
+    removed once the new manifest is on disk)."""
+    annotations, images = coco_set
+    out = small_disk.root / "records"
+
+    def command(folder, *extra):
+        return ["--annotations", str(annotations), "--images", str(images), "--output",
+                str(folder), "--split", "train", "--shards", "2", "--workers", "1", "--quiet",
+                *extra]
+
+    assert _convert_cli(*command(out)) == 0
+    before = small_disk.files(out)
+    # Measure what the new split takes (same options: the same bytes), then leave room for
+    # its shards but not its manifest.
+    scratch = small_disk.root / "scratch"
+    free = small_disk.available()
+    assert _convert_cli(*command(scratch, "--crop-size", "128")) == 0
+    used = free - small_disk.available()
+    manifest_pages = -(-(scratch / "train.manifest.json").stat().st_size // 4096) * 4096
+    shutil.rmtree(scratch)
+    capsys.readouterr()
+
+    small_disk.fill(leave=used - manifest_pages)
+    assert _convert_cli(*command(out, "--crop-size", "128", "--overwrite")) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"writing {out / 'train.manifest.json'} failed" in err, err
+    assert "No space left on device" in err
+    assert small_disk.files(out) == before
+    assert _no_temporaries(out) == []
+
+    small_disk.free()
+    assert _convert_cli(*command(out, "--crop-size", "128", "--overwrite")) == 0
+    assert json.loads((out / "train.manifest.json").read_text())["crop_size"] == 128
