@@ -43,9 +43,10 @@ def parse_box(text: str) -> list[float]:
 
 def train_main(argv: list[str] | None = None) -> int:
     """``tools/train.py``: the exit status says how the run ended, with a message for each
-    failure: 0 = success; 2 = it could not start (a bad pipeline or data); 1 = training stopped
-    part way (a NaN loss), or the final evaluation or the export failed (the message says how
-    to finish them by hand); 143 = stopped by SIGTERM (the same command resumes)."""
+    failure: 0 = success; 2 = it could not start (a bad pipeline or data) or met a damaged
+    record shard (named); 1 = training stopped part way (a NaN loss, a full disk), or the
+    final evaluation or the export failed (the message says how to finish them by hand);
+    143 = stopped by SIGTERM (the same command resumes)."""
     parser = argparse.ArgumentParser(description=TRAIN_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default=str(DEFAULT_PIPELINE),

@@ -541,8 +541,19 @@ def export_saved_model(model, *, name: str, base: str | os.PathLike = "saved_mod
     # Not an integer name: TF Serving skips it while it is being written.
     temp = model_dir / f"{TEMP_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
-        save_saved_model(model, temp, margin=margin, keypoint_set=keypoint_set,
-                         flip_test=flip_test, source=source)
+        try:
+            save_saved_model(model, temp, margin=margin, keypoint_set=keypoint_set,
+                             flip_test=flip_test, source=source)
+        except Exception as error:
+            if not _is_write_failure(error):
+                raise
+            reason = getattr(error, "strerror", None) or getattr(error, "message", None) \
+                or str(error) or type(error).__name__
+            raise OSError(
+                _errno_of(error),
+                f"writing the SavedModel of {name!r} into {model_dir} failed "
+                f"({type(error).__name__}: {reason}); no version directory was added and "
+                f"{pathlib.Path(base) / MODELS_CONFIG} is unchanged", str(temp)) from error
         target = _rename_to_version(temp, model_dir, version)
     finally:
         if temp.exists():
@@ -550,6 +561,22 @@ def export_saved_model(model, *, name: str, base: str | os.PathLike = "saved_mod
     if update_config:
         write_models_config(base, serving_root=serving_root)
     return target
+
+
+def _is_write_failure(error: BaseException) -> bool:
+    """A failed write of the SavedModel's files (a full disk, an I/O error): TensorFlow
+    reports one as an ``OpError`` (``ResourceExhaustedError``, often without a message)."""
+    import tensorflow as tf
+
+    return isinstance(error, (OSError, tf.errors.OpError))
+
+
+def _errno_of(error: BaseException) -> int:
+    import tensorflow as tf
+
+    if isinstance(error, OSError) and error.errno:
+        return error.errno
+    return errno.ENOSPC if isinstance(error, tf.errors.ResourceExhaustedError) else errno.EIO
 
 
 def _pid_alive(pid: int) -> bool:

@@ -34,9 +34,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if isinstance(error, OSError) and error.filename is None and error.errno:
+            # A failed write (ENOSPC, EDQUOT, EIO) names no file: say which one it was.
+            raise OSError(error.errno, f"{error.strerror or error}", os.fspath(path)) from None
         raise
     return path
 

@@ -21,30 +21,36 @@ Output of a conversion with ``output=OUT, split=NAME, shards=N``:
 Nothing is half-written: shards are written under hidden temporary names and renamed with
 ``os.replace`` only once all of them are complete; the manifest is written last, so a split is
 complete exactly when its manifest exists. An error or ``KeyboardInterrupt`` removes the
-temporary files.
+temporary files; a full disk names the file and leaves the previous split whole. After a
+SIGKILL the same command just runs again: it removes the dead run's temporary files, and shards
+without a manifest (killed while renaming) as an incomplete split.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
+import errno
 import inspect
+import json
 import multiprocessing
 import os
 import re
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from keras_pose import io as io_lib
 from keras_pose.data import coco as coco_lib
 from keras_pose.data import lsp as lsp_lib
 from keras_pose.data import mpii as mpii_lib
 from keras_pose.data import source as source_lib
 from keras_pose.data.source import AnnotationFormatError, PersonSource
-from keras_pose.io import write_json_atomic
 
 MANIFEST_FORMAT = "keras_pose.person_tfrecord"
 # 2: ``source.format``, ``source.image_range``, ``head_size`` and ``ground_truth`` entries.
@@ -93,7 +99,8 @@ def _remove_stale_temp_files(output: str, split: str) -> None:
     """Delete temporary files of this split left by a killed run (its process is gone)."""
     prefix_shard = "." + re.escape(split) + r"-\d{5}-of-\d{5}\.tfrecord"
     prefix_manifest = r"\." + re.escape(manifest_name(split))
-    pattern = re.compile(rf"(?:\{prefix_shard}|{prefix_manifest})\.tmp-(\d+)")
+    prefix_truth = r"\." + re.escape(ground_truth_name(split))
+    pattern = re.compile(rf"(?:\{prefix_shard}|{prefix_manifest}|{prefix_truth})\.tmp-(\d+)")
     for name in os.listdir(output):
         match = pattern.fullmatch(name)
         if not match:
@@ -186,6 +193,24 @@ def _plan(
     ]
 
 
+def _worker_init(parent: int) -> None:
+    """Worker initializer: :func:`coco_lib.worker_init`, and exit when the converter dies.
+
+    A SIGKILLed converter (the OOM killer, ``kill -9``) cannot stop its workers, and they
+    would wait on their task queue forever (each holds both ends of its pipe, so no EOF comes):
+    a watch thread ends the worker once it has another parent.
+    """
+    coco_lib.worker_init()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="keras-pose-parent-watch").start()
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
 def _results(tasks: list[dict], workers: int) -> Iterator[dict]:
     """Yield ``process_image`` results in task order, in-process or from worker processes."""
     if workers <= 1 or len(tasks) <= 1:
@@ -200,7 +225,7 @@ def _results(tasks: list[dict], workers: int) -> Iterator[dict]:
     # an error instead of being restarted forever.
     executor = ProcessPoolExecutor(
         min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-        initializer=coco_lib.worker_init,
+        initializer=_worker_init, initargs=(os.getpid(),),
     )
     # A bounded window of pending images keeps memory flat however far the workers run ahead.
     window = 4 * workers
@@ -230,9 +255,20 @@ def _default_log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _prepare_output(output: str, split: str, overwrite: bool) -> None:
+def _prepare_output(output: str, split: str, overwrite: bool, log=None) -> None:
     os.makedirs(output, exist_ok=True)
     existing = _existing_split_files(output, split)
+    if existing and manifest_name(split) not in existing:
+        # Shards without a manifest: a conversion killed while it renamed its files (the
+        # manifest comes last; a split is complete exactly when it has one). Not a split to
+        # keep: the same command converts it again without --overwrite.
+        (log or _default_log)(
+            f"removing an incomplete split {split!r} in {output} (no {manifest_name(split)}: "
+            f"an interrupted conversion): {', '.join(existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}")
+        for name in existing:
+            os.remove(os.path.join(output, name))
+        existing = []
     if existing and not overwrite:
         raise ConversionError(
             f"{output} already holds split {split!r} ({', '.join(existing[:4])}"
@@ -274,8 +310,18 @@ def _write_records(tasks: list[dict], workers: int, temps: list[str], split: str
 
     written: list[dict] = []
     writers = []
+
+    def write(index: int, data: bytes) -> None:
+        try:
+            writers[index].write(data)
+        except tf.errors.OpError as error:
+            raise _shard_error(error, temps[index]) from None
+
     try:
-        writers = [tf.io.TFRecordWriter(t) for t in temps]
+        try:
+            writers = [tf.io.TFRecordWriter(t) for t in temps]
+        except tf.errors.OpError as error:
+            raise _shard_error(error, temps[len(writers)]) from None
         bar = tqdm(total=len(tasks), unit="img", desc=f"{split}", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
@@ -284,18 +330,43 @@ def _write_records(tasks: list[dict], workers: int, temps: list[str], split: str
                     report(reason, message, count)
                 for fields in result["records"]:
                     record = tfrecord.PersonRecord(**fields)
-                    writers[len(written) % len(writers)].write(tfrecord.serialize_person(record))
+                    write(len(written) % len(writers), tfrecord.serialize_person(record))
                     written.append({key: fields[key] for key in (
                         "annotation_id", "image_id", "image_height", "image_width")})
                 bar.update(1)
                 bar.set_postfix(records=len(written), refresh=False)
+        # Closing flushes the last buffered bytes: a full disk may show only here.
+        for index in range(len(writers)):
+            writer = writers[index]
+            writers[index] = None
+            try:
+                writer.close()
+            except tf.errors.OpError as error:
+                raise _shard_error(error, temps[index]) from None
     finally:
         for writer in writers:
             try:
-                writer.close()
+                if writer is not None:
+                    writer.close()
             except Exception:  # noqa: BLE001 - closing after a failure; the cause propagates
                 pass
     return written
+
+
+def _shard_error(error, temp: str) -> OSError:
+    """A TFRecordWriter's error (TensorFlow's, often without a message) as an ``OSError``
+    naming the shard: ENOSPC for a full disk (``ResourceExhaustedError``)."""
+    import tensorflow as tf
+
+    final = os.path.join(os.path.dirname(temp),
+                         os.path.basename(temp)[1:].rsplit(".tmp-", 1)[0])
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+        code, what = errno.ENOSPC, "no space left on device"
+    else:
+        code, what = errno.EIO, f"{type(error).__name__}"
+    detail = getattr(error, "message", "") or ""
+    return OSError(code, f"writing shard {final} failed ({what}{': ' + detail if detail else ''});"
+                   " no shard or manifest of the split was written or changed", temp)
 
 
 def _ground_truth(source: PersonSource, written: list[dict], split: str) -> dict:
@@ -371,17 +442,40 @@ def _manifest(source: PersonSource, split: str, written: list[dict], counts: lis
 
 def _publish(output: str, split: str, temps: list[str], finals: list[str],
              ground_truth: dict | None, manifest: dict) -> None:
-    # Old split files go first (manifest first of all: a manifest names a complete split),
-    # then the new shards and ground truth appear, then the new manifest.
+    # The ground truth and the manifest are written to temporary files first, while the old
+    # split is still whole: a disk that fills up there leaves the old split as it was.
+    # Then old split files go (manifest first of all: a manifest names a complete split),
+    # the new shards and ground truth appear (renames need no space), then the new manifest.
+    pending = list(zip(temps, finals))
+    extra = [(ground_truth_name(split), ground_truth), (manifest_name(split), manifest)]
+    for name, value in extra:
+        if value is None:
+            continue
+        final = os.path.join(output, name)
+        temp = os.path.join(output, _temp_name(name))
+        temps.append(temp)  # removed by the caller if anything fails
+        _write_json_file(temp, final, value)
+        pending.append((temp, final))
     for name in sorted(_existing_split_files(output, split), key=lambda n: "manifest" not in n):
         path = os.path.join(output, name)
         if path not in finals:
             os.remove(path)
-    for temp, final in zip(temps, finals):
+    for temp, final in pending:
         os.replace(temp, final)
-    if ground_truth is not None:
-        write_json_atomic(os.path.join(output, ground_truth_name(split)), ground_truth)
-    write_json_atomic(os.path.join(output, manifest_name(split)), manifest)
+
+
+def _write_json_file(temp: str, final: str, value: dict) -> None:
+    """``value`` as indented JSON into ``temp`` (later renamed to ``final``), synced; an error
+    names ``final``."""
+    text = json.dumps(io_lib._json_ready(value), indent=2, allow_nan=False) + "\n"
+    try:
+        with open(temp, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        raise OSError(error.errno, f"writing {final} failed ({error.strerror or error}); the "
+                      "split's previous files are unchanged", temp) from None
 
 
 def convert_source(
@@ -438,7 +532,7 @@ def convert_source(
     log = log or _default_log
     if not os.path.isdir(source.images_dir):
         raise ConversionError(f"images directory {source.images_dir} does not exist")
-    _prepare_output(output, split, overwrite)
+    _prepare_output(output, split, overwrite, log)
 
     skips: Counter = Counter()
     messages: list[str] = []

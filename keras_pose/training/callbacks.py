@@ -23,8 +23,28 @@ def atomic_save_network(network: keras.Model, path: pathlib.Path) -> None:
     """Save a ``.keras`` file so that ``path`` only ever holds a complete file."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    network.save(tmp)
-    os.replace(tmp, path)
+    _save_then_rename(lambda: network.save(tmp), tmp, path)
+
+
+def _save_then_rename(save, temp: pathlib.Path, path: pathlib.Path) -> None:
+    """``save()`` writes ``temp``, renamed to ``path`` once complete. On a failure (a full
+    disk) ``temp`` is removed, ``path`` keeps its previous file, and the error names ``path``."""
+    try:
+        save()
+        os.replace(temp, path)
+    except Exception as error:
+        temp.unlink(missing_ok=True)
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise CheckpointError(
+            f"saving {path} failed ({type(error).__name__}: {reason}); its previous version, "
+            "if any, is intact") from error
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+class CheckpointError(OSError):
+    """A checkpoint or backup could not be written (a full disk); it names the file."""
 
 
 def summary_writer(log_dir):
@@ -281,10 +301,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         backup.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{self._current_epoch:05d}-batch-{self._last_batch_seen:06d}.weights.h5"
         temp = backup / f"tmp-{os.getpid()}-{name}"
-        self.model.save_weights(str(temp), overwrite=True)
-        os.replace(temp, backup / name)
-        write_json_atomic(self._state_path, {"epoch": self._current_epoch,
-                                             "batch": self._last_batch_seen, "weights": name})
+        _save_then_rename(lambda: self.model.save_weights(str(temp), overwrite=True), temp,
+                          backup / name)
+        try:
+            write_json_atomic(self._state_path, {"epoch": self._current_epoch,
+                                                 "batch": self._last_batch_seen,
+                                                 "weights": name})
+        except OSError as error:
+            previous = (json.loads(self._state_path.read_text()).get("weights")
+                        if self._state_path.exists() else None)
+            if previous != name:  # state.json still names the previous weights
+                (backup / name).unlink(missing_ok=True)
+            raise CheckpointError(f"saving the backup {self._state_path} failed ({error}); "
+                                  "the previous backup is intact") from error
         for old in backup.glob("*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)

@@ -53,6 +53,11 @@ class RunInterrupted(RunError):
         self.exit_status = 128 + int(signum)
 
 
+class DamagedRecords(RunError):
+    """A TFRecord shard failed its checksum or ended mid-record (``DataLossError``); the
+    message names the shard(s) and how to convert the split again."""
+
+
 class RunIncomplete(RunError):
     """Training finished but the final evaluation or the export failed.
 
@@ -434,7 +439,9 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
 
     Raises (each a :class:`RunError` whose message says what happened and what was kept):
         RunError: the run cannot start (records or their manifest missing, wrong keypoints).
-        TrainingFailed: a loss became NaN or infinite; training stopped at that step.
+        TrainingFailed: a loss became NaN or infinite, or a checkpoint, backup or log could
+            not be written (a full disk); training stopped at that step.
+        DamagedRecords: a shard failed its checksum or was truncated; the message names it.
         RunInterrupted: SIGTERM during ``fit``; stopped at the next step, resumable.
         RunIncomplete: training finished but the final evaluation or the export failed; the
             other still ran and ``summary.json`` holds what succeeded.
@@ -461,8 +468,20 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         if manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
             raise RunError(f"[data] {role} hold {manifest['keypoint_set']} keypoints but "
                            f"[data] keypoint_set = {keypoint_set.name!r}")
-    k = keypoint_set.num_keypoints
 
+    try:
+        return _train(pipeline, output_dir, started, strategy, chief, work_dir, keypoint_set,
+                      verbose)
+    except tf.errors.DataLossError as error:
+        # tf.data names no file: find the damaged shard(s) by reading each one.
+        raise damaged_records_error(pipeline, error, work_dir) from None
+
+
+def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
+           strategy: tf.distribute.Strategy, chief: bool, work_dir: pathlib.Path,
+           keypoint_set, verbose) -> dict:
+    """The rest of :func:`train`, from building the datasets on."""
+    k = keypoint_set.num_keypoints
     keras.utils.set_random_seed(pipeline.train.seed)
     keras.mixed_precision.set_global_policy(pipeline.train.mixed_precision)
     workers = num_workers(strategy)
@@ -527,6 +546,11 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
                              "learning_rate (or set [optimizer] clipnorm) and run the command "
                              "again: it resumes from the backup (remove "
                              f"{work_dir / 'backup'} to start over).") from None
+    except OSError as error:  # a checkpoint, backup or log that could not be written
+        _close_logs(callback_list)
+        raise TrainingFailed(f"training stopped: {error}. {_kept(work_dir, best_path)} Free "
+                             "space (or fix the cause) and run the same command again: it "
+                             "resumes from the backup.") from None
     except cbs.Interrupted as error:
         _close_logs(callback_list)
         state = work_dir / "backup" / "state.json"
@@ -586,6 +610,75 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
             "succeeded):\n" + "\n".join(_failure_lines(failure) for failure in failures.values()),
             summary)
     return summary
+
+
+def verify_shard(path: str) -> str | None:
+    """Read every record of one TFRecord file, checking its CRCs: ``None`` when whole, else
+    TensorFlow's description (``corrupted record at 1234``, ``truncated record at ...``)."""
+    try:
+        for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(1024):
+            pass
+    except tf.errors.DataLossError as error:
+        return _data_loss_text(error)
+    return None
+
+
+def _data_loss_text(error: Exception) -> str:
+    """The useful words of a ``DataLossError`` (``corrupted record at 1234``), without the
+    graph and op names TensorFlow wraps them in."""
+    import re
+
+    text = getattr(error, "message", None) or str(error)
+    found = re.search(r"(?:corrupted|truncated) record at \d+[^\n\['\"]*", text)
+    if found:
+        return found.group(0).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def damaged_records_error(pipeline: Pipeline, error: Exception,
+                          work_dir: pathlib.Path | None = None) -> DamagedRecords:
+    """The :class:`DamagedRecords` for a ``DataLossError`` met while reading the records:
+    every shard of both splits is read to name the damaged one(s) (a CRC scan, about as fast
+    as the disk), with the command that makes the split again."""
+    lines = []
+    for role in ("train_records", "val_records"):
+        pattern = getattr(pipeline.data, role)
+        try:
+            shards = reader.list_shards(pattern)
+        except FileNotFoundError:
+            continue
+        damaged = [(path, problem) for path in shards if (problem := verify_shard(path))]
+        if not damaged:
+            continue
+        try:
+            source = reader.read_manifest(pattern).get("source", {})
+        except (OSError, ValueError):
+            source = {}
+        lines += [f"  {path}: {problem}" for path, problem in damaged]
+        annotations = source.get("annotations", "THE ANNOTATION FILE")
+        split_dir = str(pathlib.Path(damaged[0][0]).parent)
+        split = pathlib.Path(damaged[0][0]).name.split("-")[0]
+        if source.get("format", "coco") == "coco":
+            how = (f"e.g. python tools/convert_coco.py --annotations {annotations} --images "
+                   f"{source.get('images', 'IMAGES')} --output {split_dir} --split {split} "
+                   "--overwrite, with the options that made it (see the manifest)")
+        else:
+            how = (f"the tools/convert.py --format {source['format']} command that made it "
+                   f"from {annotations} (see the manifest)")
+        lines.append(f"  [data] {role}: convert the split again into {split_dir} with "
+                     f"--overwrite ({how})")
+    kept = ""
+    if work_dir is not None and (work_dir / "backup" / "state.json").exists():
+        kept = (" The backup in " f"{work_dir / 'backup'} is kept: the same command resumes "
+                "from it once the records are whole.")
+    if not lines:
+        return DamagedRecords(
+            f"reading the records failed ({_data_loss_text(error)}), but every shard of "
+            "[data] train_records and val_records now reads whole (a "
+            f"disk or network error?); run the same command again.{kept}")
+    return DamagedRecords("damaged TFRecord shard(s), failing their checksums (tf.data: "
+                          f"{_data_loss_text(error)}):\n" + "\n".join(lines) + kept)
 
 
 def _attempt(failures: dict, step: str, what: str, work_dir: pathlib.Path, action,
