@@ -382,3 +382,15 @@ def test_summary_shows_the_flip_tested_headline_beside_the_plain_one():
     text = format_summary(summary)
     assert "val PCK@0.2 torso : 0.500 (flip test 0.625)" in text
     assert "COCO AP: 0.250 (flip test 0.375)" in text
+
+
+def test_no_flip_test_for_networks_trained_without_mirrored_inputs():
+    from keras_pose.training.config import load_pipeline
+    from keras_pose.training.run import flip_test_skipped
+
+    quickstart = load_pipeline(REPO / "pipelines" / "quickstart.toml")
+    assert quickstart.augment.flip_prob == 0.0
+    assert "trained without mirrored inputs" in flip_test_skipped(quickstart)
+    assert flip_test_skipped(load_pipeline(REPO / "pipelines" / "lspet.toml")) is None
+    off = load_pipeline(REPO / "pipelines" / "lspet.toml", ["augment.enabled=false"])
+    assert flip_test_skipped(off) is not None
