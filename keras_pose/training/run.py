@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras_pose import augment, evaluate, metrics
 from keras_pose.data import convert as converter
 from keras_pose.data import dataset as reader
+from keras_pose.data import synthetic
 from keras_pose.data.source import parse_range
 from keras_pose.io import write_json_atomic, write_text_atomic
 from keras_pose.keypoints import get_keypoint_set
@@ -76,28 +77,21 @@ def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
     """Make (or reuse) the synthetic dataset and its TFRecords; point the pipeline at them.
 
     Both steps are cached: the generator reuses a folder that already holds the same dataset,
-    and records whose manifest names the same annotation SHA-256, crop size and margin are
-    reused.
+    and records whose manifest names the same annotation SHA-256, crop size, margin and
+    converter version are reused.
     """
-    from keras_pose.data import convert, synthetic
-
     syn, data = pipeline.data.synthetic, pipeline.data
     root = pathlib.Path(syn.directory)
     records = root / f"records-{data.crop_size}"
     splits = synthetic.make_splits(root, syn.num_train_images, syn.num_val_images, syn.seed,
                                    image_size=syn.image_size)
     for split, split_annotations in splits.items():
-        manifest = records / f"{split}.manifest.json"
-        digest = hashlib.sha256(split_annotations.read_bytes()).hexdigest()
-        if manifest.exists():
-            previous = json.loads(manifest.read_text())
-            if previous.get("version") == convert.MANIFEST_VERSION and (
-                    previous["source"]["sha256"], previous["crop_size"], previous["margin"]) == (
-                    digest, data.crop_size, data.margin):
-                continue
+        if _reusable_manifest(records / converter.manifest_name(split),
+                              _file_sha256(split_annotations), data.crop_size, data.margin):
+            continue
         print(f"Converting the synthetic {split} split to TFRecords in {records} ...",
               flush=True)
-        convert.convert_coco(annotations=split_annotations,
+        converter.convert_coco(annotations=split_annotations,
                              images=split_annotations.parent / "images",
                              output=records, split=split, crop_size=data.crop_size,
                              margin=data.margin, overwrite=True)
@@ -145,22 +139,35 @@ def _file_sha256(path: pathlib.Path | None) -> str | None:
     return None if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSection,
-                     crop_size: int, margin: float) -> dict | None:
-    """The existing manifest if it was made from the same files, range, layout and crop."""
+def _reusable_manifest(manifest_path: pathlib.Path, sha256: str | None, crop_size: int,
+                       margin: float) -> dict | None:
+    """The existing manifest if this converter version made it from a file of this SHA-256
+    with this crop size and margin (the cache rule of both data-preparation steps)."""
     if not manifest_path.exists():
         return None
     previous = json.loads(manifest_path.read_text())
-    if previous.get("version") != converter.MANIFEST_VERSION:
-        return None  # made by another converter version (e.g. another pixel convention)
-    made = previous.get("source", {})
+    same = (
+        # Another converter version may use another pixel convention.
+        previous.get("version") == converter.MANIFEST_VERSION
+        and previous.get("source", {}).get("sha256") == sha256
+        and (previous.get("crop_size"), previous.get("margin")) == (crop_size, margin)
+    )
+    return previous if same else None
+
+
+def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSection,
+                     crop_size: int, margin: float) -> dict | None:
+    """The existing manifest if it was made from the same files, range, layout and crop."""
+    previous = _reusable_manifest(manifest_path, _file_sha256(job["annotations"]), crop_size,
+                                  margin)
+    if previous is None:
+        return None
+    made = previous["source"]
     expected_range = list(job["image_range"]) if job["image_range"] else None
     same = (
-        made.get("sha256") == _file_sha256(job["annotations"])
-        and made.get("image_range") == expected_range
+        made.get("image_range") == expected_range
         and (made.get("head_boxes") or {}).get("sha256") == _file_sha256(job["head_boxes"])
         and source.layout in ("auto", made.get("layout"))
-        and (previous.get("crop_size"), previous.get("margin")) == (crop_size, margin)
     )
     return previous if same else None
 
