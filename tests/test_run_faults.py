@@ -209,6 +209,18 @@ def test_a_failed_export_keeps_the_evaluation_and_says_how_to_export(tmp_path, s
     assert (out / "evaluation.json").exists() and (out / "model.keras").exists()
     assert "val PCK@0.2 torso" in captured.out and "export     : FAILED" in captured.out
 
+    # Training is kept: with the cause fixed, the same command only evaluates and exports.
+    assert json.loads((out / "backup" / "state.json").read_text())["epoch"] == 1
+    assert "run the same command again: training is done" in captured.err
+    epochs_before = _epochs_done(out / "history.csv")
+    base.unlink()
+    assert train_main(pipeline, out) == 0
+    assert _epochs_done(out / "history.csv") == epochs_before == [0]  # no epoch trained again
+    assert (base / "tiny" / "1" / "saved_model.pb").exists()
+    assert not (out / "backup").exists()  # the run is complete
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["export"] == str(base / "tiny" / "1") and "failed" not in summary
+
 
 def test_a_failed_evaluation_still_exports_and_says_how_to_evaluate(tmp_path, synthetic_dir,
                                                                      capsys):

@@ -533,7 +533,10 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
             pck.monitor, mode="max", patience=pipeline.callbacks.early_stopping_patience))
     # Last, so an epoch counts as done (and is not re-run on resume) only after its PCK,
     # checkpoint and logs are written.
-    callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup")))
+    # Kept after fit (delete_checkpoint=False) until the final evaluation and export have
+    # succeeded: a run killed or failing after training resumes with no epoch left to train.
+    callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup"),
+                                                    delete_checkpoint=False))
 
     # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
     # stops at the next step (not in the middle of an epoch's checkpoint, logs and backup).
@@ -601,6 +604,8 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
                                 lambda: _export(pipeline, trainer, output_dir), export_by_hand)
             if exported is not None:
                 summary["export"] = str(exported)
+    if not failures:
+        shutil.rmtree(work_dir / "backup", ignore_errors=True)  # the run is complete
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -614,7 +619,9 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
     if failures:
         raise RunIncomplete(
             "training finished, but not everything after it (summary.json has what "
-            "succeeded):\n" + "\n".join(_failure_lines(failure) for failure in failures.values()),
+            "succeeded):\n" + "\n".join(_failure_lines(failure) for failure in failures.values())
+            + "\n  or fix the cause and run the same command again: training is done (its backup "
+            f"in {work_dir / 'backup'} is kept), so it only evaluates and exports.",
             summary)
     return summary
 
