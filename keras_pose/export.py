@@ -44,6 +44,16 @@ import numpy as np
 
 from keras_pose.io import match_umask, write_text_atomic
 from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet, get_keypoint_set
+from keras_pose.serving import (
+    MAX_BOX_VALUE,
+    OUTPUTS,
+    SIGNATURE_BOXES,
+    SIGNATURE_BYTES,
+    SIGNATURE_BYTES_BOXES,
+    SIGNATURE_DEFAULT,
+    SIGNATURES,
+    check_boxes,
+)
 
 DEFAULT_MARGIN = 1.25
 DEFAULT_SERVING_ROOT = "/models"
@@ -51,13 +61,6 @@ MODELS_CONFIG = "models.config"
 METADATA_FILE = "keras_pose.json"
 TEMP_PREFIX = "_tmp_export_"  # + pid: never an integer, so TF Serving never loads it
 
-SIGNATURE_DEFAULT = "serving_default"
-SIGNATURE_BOXES = "serving_boxes"
-SIGNATURE_BYTES = "serving_bytes"
-SIGNATURE_BYTES_BOXES = "serving_bytes_boxes"
-SIGNATURES = (SIGNATURE_DEFAULT, SIGNATURE_BOXES, SIGNATURE_BYTES, SIGNATURE_BYTES_BOXES)
-OUTPUTS = ("keypoints", "scores")
-MAX_BOX_VALUE = 1e7  # |x|, |y|, w, h of a person box, in pixels (finite, and no overflow)
 
 
 class ExportError(ValueError):
@@ -375,8 +378,10 @@ class ServingFunctions:
         count = tf.shape(images)[0]
         check = tf.debugging.assert_positive(
             count, message="the batch is empty: send at least one image")
+        # Everything downstream reads the images through the check: an empty batch must fail
+        # with this message, not with whichever op on the empty tensor happens to run first.
         with tf.control_dependencies([check]):
-            count = tf.identity(count)
+            count, images = tf.identity(count), tf.identity(images)
         with_boxes = boxes is not None
         if with_boxes:
             boxes = self._check_boxes(boxes, count)
@@ -741,21 +746,6 @@ def _check_images(images) -> np.ndarray:
     return array
 
 
-def _check_boxes(boxes, count: int) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[None]
-    if array.shape != (count, 4):
-        raise ValueError(
-            f"boxes must be float32 [N, 4] (x, y, w, h in pixels) with N = {count} images, "
-            f"received shape {list(np.shape(boxes))}"
-        )
-    if not np.all(np.abs(array) <= MAX_BOX_VALUE) or np.any(array[:, 2:] <= 0):
-        raise ValueError(f"boxes need finite values (|v| <= {MAX_BOX_VALUE:g} pixels) and a "
-                         f"positive width and height: {array.tolist()}")
-    return array
-
-
 class Predictor:
     """The serving graph in-process: a loaded SavedModel, or a Keras model's same functions.
 
@@ -797,7 +787,7 @@ class Predictor:
             if len({a.shape[1:] for a in arrays}) == 1:  # one size: one batch
                 return self.predict(np.concatenate(arrays), boxes)
             if boxes is not None:
-                boxes = _check_boxes(boxes, sum(len(a) for a in arrays))
+                boxes = check_boxes(boxes, sum(len(a) for a in arrays))
             results, start = [], 0
             for array in arrays:
                 part = None if boxes is None else boxes[start:start + len(array)]
@@ -807,7 +797,7 @@ class Predictor:
         array = _check_images(images)
         if boxes is None:
             return self._call(SIGNATURE_DEFAULT, images=tf.constant(array))
-        boxes = _check_boxes(boxes, len(array))
+        boxes = check_boxes(boxes, len(array))
         return self._call(SIGNATURE_BOXES, images=tf.constant(array), boxes=tf.constant(boxes))
 
     def predict_encoded(self, image_bytes: Sequence[bytes], boxes=None) -> dict[str, np.ndarray]:
@@ -821,7 +811,7 @@ class Predictor:
         data = tf.constant([bytes(b) for b in image_bytes], dtype=tf.string)
         if boxes is None:
             return self._call(SIGNATURE_BYTES, image_bytes=data)
-        boxes = _check_boxes(boxes, len(image_bytes))
+        boxes = check_boxes(boxes, len(image_bytes))
         return self._call(SIGNATURE_BYTES_BOXES, image_bytes=data, boxes=tf.constant(boxes))
 
 

@@ -33,9 +33,15 @@ import numpy as np
 
 from keras_pose.keypoints import KeypointSet
 
+# The wire contract, shared by the export (which writes these signatures) and the clients;
+# here because this module needs no TensorFlow.
+SIGNATURE_DEFAULT = "serving_default"
+SIGNATURE_BOXES = "serving_boxes"
 SIGNATURE_BYTES = "serving_bytes"
 SIGNATURE_BYTES_BOXES = "serving_bytes_boxes"
+SIGNATURES = (SIGNATURE_DEFAULT, SIGNATURE_BOXES, SIGNATURE_BYTES, SIGNATURE_BYTES_BOXES)
 OUTPUTS = ("keypoints", "scores")
+MAX_BOX_VALUE = 1e7  # |x|, |y|, w, h of a person box, in pixels (finite, and no overflow)
 
 
 class ServingError(RuntimeError):
@@ -91,20 +97,20 @@ def _encoded(images: Sequence[bytes | np.ndarray] | bytes | np.ndarray) -> list[
     return encoded
 
 
-def _boxes(boxes, count: int) -> np.ndarray | None:
-    if boxes is None:
-        return None
+def check_boxes(boxes, count: int) -> np.ndarray:
+    """``boxes`` as float32 ``[count, 4]`` (x, y, w, h in pixels), or a ``ValueError`` saying
+    what is wrong: the rule the serving graph enforces, applied before a request is sent."""
     array = np.asarray(boxes, dtype=np.float32)
     if array.ndim == 1:
         array = array[None]
     if array.shape != (count, 4):
         raise ValueError(
-            f"boxes must be [N, 4] (x, y, w, h in pixels) for N = {count} images, received "
-            f"shape {list(np.shape(boxes))}"
+            f"boxes must be float32 [N, 4] (x, y, w, h in pixels) with N = {count} images, "
+            f"received shape {list(np.shape(boxes))}"
         )
-    if not np.all(np.isfinite(array)) or np.any(array[:, 2:] <= 0):
-        raise ValueError(f"boxes need finite values and a positive width and height, received "
-                         f"{array.tolist()}")
+    if not np.all(np.abs(array) <= MAX_BOX_VALUE) or np.any(array[:, 2:] <= 0):
+        raise ValueError(f"boxes need finite values (|v| <= {MAX_BOX_VALUE:g} pixels) and a "
+                         f"positive width and height: {array.tolist()}")
     return array
 
 
@@ -195,7 +201,7 @@ class RestClient:
             ``keypoints`` float32 [N, K, 2] in image pixels, ``scores`` float32 [N, K].
         """
         encoded = _encoded(images)
-        boxes = _boxes(boxes, len(encoded))
+        boxes = None if boxes is None else check_boxes(boxes, len(encoded))
         b64 = [{"b64": base64.b64encode(data).decode("ascii")} for data in encoded]
         signature = SIGNATURE_BYTES if boxes is None else SIGNATURE_BYTES_BOXES
         if columnar:
@@ -269,7 +275,7 @@ class GrpcClient:
         from tensorflow_serving.apis import predict_pb2
 
         encoded = _encoded(images)
-        boxes = _boxes(boxes, len(encoded))
+        boxes = None if boxes is None else check_boxes(boxes, len(encoded))
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model
         if self.version is not None:

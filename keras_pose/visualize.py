@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -187,3 +187,56 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise OSError(f"Could not encode {path!r} as PNG")
     write_bytes_atomic(path, data.tobytes())
+
+
+def draw_pck_chart(per_keypoint: Mapping[str, Mapping[str, float | None]], *,
+                   title: str = "per-keypoint accuracy") -> np.ndarray:
+    """A horizontal bar chart (RGB uint8 image) of per-keypoint metrics.
+
+    Args:
+        per_keypoint: ``{metric: {keypoint name: value in [0, 1] or None}}``, as in
+            :func:`keras_pose.evaluate.metric_report`'s ``"per_keypoint"``; one bar per metric
+            and keypoint.
+        title: text at the top.
+
+    Returns:
+        The chart image.
+    """
+    metrics_names = list(per_keypoint)
+    if not metrics_names:
+        raise ValueError("per_keypoint is empty: nothing to draw")
+    names = list(per_keypoint[metrics_names[0]])
+    colors = [(40, 120, 200), (60, 160, 60), (210, 90, 40), (150, 60, 150), (200, 170, 40)]
+    # Three legend entries per line, so any number of metrics fits the width.
+    legend_lines = -(-len(metrics_names) // 3)
+    bar, gap, left, width, top = 12, 8, 150, 420, 40 + 16 * legend_lines
+    row = bar * len(metrics_names) + gap
+    height = top + row * len(names) + 30
+    image = np.full((height, left + width + 80, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(image, title, (10, 22), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    for m, metric in enumerate(metrics_names):
+        x, y = 10 + 215 * (m % 3), 34 + 16 * (m // 3)
+        cv2.rectangle(image, (x, y), (x + 12, y + 12), colors[m % len(colors)], -1)
+        cv2.putText(image, metric, (x + 18, y + 11), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for tick in range(0, 11, 2):
+        x = left + int(width * tick / 10)
+        cv2.line(image, (x, top - 4), (x, height - 24), (220, 220, 220), 1)
+        cv2.putText(image, f"{tick / 10:.1f}", (x - 10, height - 8), font, 0.4, (90, 90, 90), 1,
+                    cv2.LINE_AA)
+    for i, name in enumerate(names):
+        y = top + i * row
+        cv2.putText(image, name, (8, y + row // 2 + 2), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        for m, metric in enumerate(metrics_names):
+            value = per_keypoint[metric].get(name)
+            y0 = y + m * bar
+            if value is None:
+                cv2.putText(image, "n/a", (left + 4, y0 + bar - 2), font, 0.35, (120, 120, 120),
+                            1, cv2.LINE_AA)
+                continue
+            x1 = left + int(round(width * min(max(value, 0.0), 1.0)))
+            cv2.rectangle(image, (left, y0), (max(x1, left + 1), y0 + bar - 2),
+                          colors[m % len(colors)], -1)
+            cv2.putText(image, f"{value:.3f}", (x1 + 4, y0 + bar - 2), font, 0.35, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    return image

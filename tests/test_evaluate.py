@@ -13,6 +13,7 @@ import pytest
 from keras_pose import evaluate
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import COCO17, LSP14
+from keras_pose.visualize import draw_pck_chart
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -97,18 +98,18 @@ def test_results_without_annotation_ids_are_matched_by_oks(coco_truth):
 def test_chart_and_json_writing(tmp_path, coco_truth):
     _, _, truth = coco_truth
     report = evaluate.metric_report(_as_predictions(truth), COCO17)
-    chart = evaluate.draw_pck_chart(report["per_keypoint"])
+    chart = draw_pck_chart(report["per_keypoint"])
     assert chart.dtype == np.uint8 and chart.shape[0] > 17 * 20
     # Bar length is proportional to the value: halving every value halves the bar pixels of
     # the first metric's colour (less the legend swatch, which stays).
     half = {m: {k: 0.5 for k in v} for m, v in report["per_keypoint"].items()}
-    color = np.array([200, 120, 40], np.uint8)
+    color = np.array([40, 120, 200], np.uint8)  # RGB
 
     def bar_pixels(image):
         return int(np.all(image == color, axis=-1).sum())
 
-    full, halved = bar_pixels(chart), bar_pixels(evaluate.draw_pck_chart(half))
-    legend = bar_pixels(evaluate.draw_pck_chart({m: {} for m in half}))
+    full, halved = bar_pixels(chart), bar_pixels(draw_pck_chart(half))
+    legend = bar_pixels(draw_pck_chart({m: {} for m in half}))
     assert (halved - legend) / (full - legend) == pytest.approx(0.5, abs=0.02)
     path = write_json_atomic(tmp_path / "r.json", {"a": float("nan"), "b": np.float32(2)})
     assert json.loads(path.read_text()) == {"a": None, "b": 2.0}

@@ -22,6 +22,9 @@ from tiny_pose import TinyCoordinatePose, TinyHeatmapPose  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# The module behind the ``saved_model_cli`` script, run by this interpreter: a venv's python
+# finds it without the venv's bin/ on PATH.
+SAVED_MODEL_CLI = (sys.executable, "-m", "tensorflow.python.tools.saved_model_cli")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +116,7 @@ def test_crop_boxes_follow_the_pixel_centre_convention():
 
 def test_saved_model_cli_shows_signatures(exports):
     completed = subprocess.run(
-        ["saved_model_cli", "show", "--dir", str(exports["v1"]), "--all"],
+        [*SAVED_MODEL_CLI, "show", "--dir", str(exports["v1"]), "--all"],
         capture_output=True, text=True, timeout=120, env=ENV,
     )
     assert completed.returncode == 0, completed.stderr
@@ -144,7 +147,7 @@ def test_saved_model_cli_run_matches_keras(exports, tmp_path):
     np.save(tmp_path / "images.npy", image[None])
     np.save(tmp_path / "boxes.npy", box)
     completed = subprocess.run(
-        ["saved_model_cli", "run", "--dir", str(exports["v1"]), "--tag_set", "serve",
+        [*SAVED_MODEL_CLI, "run", "--dir", str(exports["v1"]), "--tag_set", "serve",
          "--signature_def", "serving_boxes", "--outdir", str(tmp_path / "out"),
          "--inputs", f"images={tmp_path / 'images.npy'};boxes={tmp_path / 'boxes.npy'}"],
         capture_output=True, text=True, timeout=120, env=ENV,

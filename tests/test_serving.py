@@ -117,8 +117,12 @@ def test_errors_are_clear(server, photos):
     rest = serving.RestClient("127.0.0.1", server.rest_port, model="pose")
     with pytest.raises(serving.ServingError, match="HTTP 400"):
         rest.predict([b"these bytes are not an image"])
-    with pytest.raises(ValueError, match=r"boxes must be \[N, 4\]"):
+    with pytest.raises(ValueError, match=r"boxes must be float32 \[N, 4\]"):
         rest.predict(jpegs, [[0, 0, 10, 10]])
+    # The serving graph's own box rule, checked before sending: finite and within bounds.
+    for bad in (np.nan, np.inf, 1e30):
+        with pytest.raises(ValueError, match=r"boxes need finite values \(\|v\| <= 1e\+07"):
+            rest.predict(jpegs[0], [[bad, 0.0, 10.0, 10.0]])
     with serving.GrpcClient("127.0.0.1", server.grpc_port, model="pose", version=7) as client:
         with pytest.raises(serving.ServingError, match="NOT_FOUND"):
             client.predict(jpegs[0])

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from keras_pose import evaluate, metrics
     from keras_pose.io import write_json_atomic
     from keras_pose.keypoints import get_keypoint_set
+    from keras_pose.visualize import draw_pck_chart, write_png
 
     output = pathlib.Path(args.output)
     try:
@@ -133,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     report["annotations"] = args.annotations
     print(evaluate.format_report(report))
     write_json_atomic(output / "evaluation.json", report)
-    chart = evaluate.draw_pck_chart(report["metrics"]["per_keypoint"],
-                                    title=f"per-keypoint accuracy "
-                                    f"({report['metrics']['num_persons']} persons)")
-    evaluate.write_png(output / "pck_per_keypoint.png", chart)
+    chart = draw_pck_chart(report["metrics"]["per_keypoint"],
+                           title=f"per-keypoint accuracy "
+                           f"({report['metrics']['num_persons']} persons)")
+    write_png(output / "pck_per_keypoint.png", chart)
     print(f"wrote {output / 'evaluation.json'} and {output / 'pck_per_keypoint.png'}")
     return 0
 

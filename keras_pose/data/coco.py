@@ -33,17 +33,9 @@ import numpy as np
 from keras_pose import keypoints as kp_lib
 from keras_pose.data.source import AnnotationFormatError
 
-# Skip reasons, as counted in the manifest. The first two are ordinary filters; the others
-# are bad input (reported with a message, fatal under ``strict``).
+# Skip reasons that are ordinary filters; every other reason counted in the manifest is bad
+# input (reported with a message, fatal under ``strict``).
 FILTER_REASONS = ("iscrowd", "too_few_keypoints")
-BAD_INPUT_REASONS = (
-    "unknown_image",
-    "missing_image",
-    "unreadable_image",
-    "image_size_mismatch",
-    "bad_bbox",
-    "bad_keypoints",
-)
 
 
 # How far (pixels, continuous) a labeled keypoint may lie outside the image and still count.

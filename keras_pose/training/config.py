@@ -400,7 +400,3 @@ def to_toml(pipeline: Pipeline) -> str:
 
     emit(pipeline, "")
     return "\n".join(lines).lstrip() + "\n"
-
-
-def as_dict(pipeline: Pipeline) -> dict:
-    return dataclasses.asdict(pipeline)
