@@ -58,12 +58,14 @@ def forward_flops(model) -> int:
     """
     import keras
 
+    from keras_pose.compat import call_count, calls
+
     total = 0
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            total += forward_flops(layer) * max(1, len(layer._inbound_nodes))
+            total += forward_flops(layer) * max(1, call_count(layer))
             continue
-        for node in layer._inbound_nodes:
+        for node in calls(layer):
             if not node.input_tensors or not node.output_tensors:
                 continue  # the input layer
             in_shape = tuple(node.input_tensors[0].shape)

@@ -18,11 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
-
-def _graph_nodes(model: keras.Model) -> list:
-    # Keras has no public walk of a functional graph's nodes (``layer.input`` only gives a
-    # layer's first call), so this reads the nodes the model was built from.
-    return [node for op in model.operations for node in op._inbound_nodes]
+from keras_pose.compat import graph_nodes
 
 
 def foldable_pairs(model: keras.Model) -> dict[str, str]:
@@ -32,7 +28,7 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
     ``BatchNormalization`` over its channels (called once) and nothing else reads the conv's
     output (no other layer, not a model output).
     """
-    nodes = _graph_nodes(model)
+    nodes = graph_nodes(model)
     calls: dict[int, int] = {}
     readers: dict[int, int] = {}
     producer: dict[int, object] = {}

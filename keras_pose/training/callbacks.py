@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_pose import evaluate, metrics
+from keras_pose.compat import set_initial_epoch
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
 
@@ -294,7 +295,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             # Optimizer variables must exist before their values can be loaded.
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(str(self._state_path.parent / state["weights"]))
-        self.model._initial_epoch = state["epoch"]
+        set_initial_epoch(self.model, state["epoch"])
 
     def _save_model(self):
         backup = self._state_path.parent
