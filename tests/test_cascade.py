@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from keras_pose.models.deeppose import DeepPose
 from keras_pose.models.layers import CascadeUpdate, PatchCrop, crop_sides, crop_square_patches
 from keras_pose.training import cascade
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(num_keypoints=4, input_shape=(64, 64, 3), fc_units=16, dropout_rate=0.0,
             torso=(0, 1), conv_filters=(8, 8, 8, 8, 8), crop_scale=0.5)
 
@@ -141,3 +145,50 @@ def test_assembled_cascade_carries_each_stage_weights():
                                keras.ops.convert_to_numpy(stage_one(images)), atol=1e-5)
     with pytest.raises(ValueError, match="no trained weights"):
         cascade.assemble_cascade(stage_one, [cascade.build_stage_network(stage_one, 3)])
+
+
+def _tiny_overrides(tmp_path) -> list[str]:
+    """The shipped cascade pipeline shrunk to a few steps of a narrow network on figures."""
+    options = ('{ backbone = "alexnet", fc_units = 16, dropout_rate = 0.0, '
+               'conv_filters = [8, 8, 8, 8, 8] }')
+    values = {
+        "data.synthetic.enabled": "true", "data.synthetic.directory": f'"{tmp_path / "syn"}"',
+        "data.synthetic.num_train_images": "16", "data.synthetic.num_val_images": "4",
+        "data.synthetic.image_size": "128", "data.crop_size": "64", "data.shuffle_buffer": "16",
+        "model.input_size": "64", "model.options": options, "train.batch_size": "4",
+        "train.epochs": "1", "train.steps_per_epoch": "2", "cascade.epochs": "1",
+        "cascade.steps_per_epoch": "2", "cascade.error_records": "8", "cascade.sigma": "1.5",
+        "callbacks.images_every": "0", "export.base": f'"{tmp_path / "saved_models"}"',
+    }
+    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+
+
+@pytest.mark.slow
+def test_shipped_cascade_pipeline_trains_every_stage(tmp_path):
+    """tools/train.py on deeppose_cascade_coco.toml (tiny override): stage 1, then stages 2
+    and 3 on simulated predictions; the assembled cascade is evaluated and exported."""
+    from test_training import event_tags, run_train
+
+    from keras_pose.models.deeppose import DeepPose as Loaded
+
+    run_dir = tmp_path / "run"
+    result = run_train(["--pipeline", str(REPO / "pipelines" / "deeppose_cascade_coco.toml"),
+                        "--output", str(run_dir), *_tiny_overrides(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stages = summary["cascade"]
+    assert [s["stage"] for s in stages] == [1, 2, 3]
+    assert [s["train_errors"]["unit"] for s in stages[:2]] == ["frame", "crop"]
+    for report in stages:
+        assert report["held_out"]["mean_error_px"] > 0
+        assert report["held_out"]["persons"] == summary["val_persons"]
+    assert stages[0]["train_errors"]["counts"][0] > 0
+    network = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    assert isinstance(network, Loaded) and network.num_stages == 3
+    assert network.crop_scale == 1.5 and network.conv_filters == (8, 8, 8, 8, 8)
+    # The assembled cascade carries stage 3's own trained weights.
+    stage_3 = keras.saving.load_model(run_dir / "stage_3.keras", compile=False)
+    np.testing.assert_array_equal(network.get_layer("stage_3_regression").get_weights()[0],
+                                  stage_3.get_layer("stage_3_regression").get_weights()[0])
+    assert "cascade/cascade/val_mean_error_px" in event_tags(run_dir / "logs")["scalars"]
+    assert "stage 3:" in result.stdout and pathlib.Path(summary["export"]).is_dir()
