@@ -8,10 +8,14 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from keras_pose.data import synthetic
+from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models.deeppose import DeepPose
 from keras_pose.models.layers import CascadeUpdate, PatchCrop, crop_sides, crop_square_patches
 from keras_pose.training import cascade
+from keras_pose.training.trainer import PoseTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(num_keypoints=4, input_shape=(64, 64, 3), fc_units=16, dropout_rate=0.0,
@@ -192,3 +196,56 @@ def test_shipped_cascade_pipeline_trains_every_stage(tmp_path):
                                   stage_3.get_layer("stage_3_regression").get_weights()[0])
     assert "cascade/cascade/val_mean_error_px" in event_tags(run_dir / "logs")["scalars"]
     assert "stage 3:" in result.stdout and pathlib.Path(summary["export"]).is_dir()
+
+
+def _figures(count: int, stream: int) -> dict:
+    """Single synthetic figures filling 64 x 64 images, as reader batches hold them."""
+    config = synthetic.SyntheticConfig(image_size=(64, 64), max_figures=1, occluder_prob=0.0,
+                                       cut_prob=0.0, back_facing_prob=0.0,
+                                       height_range=(0.8, 0.95))
+    samples = [synthetic.render_sample([stream, 0, i], config) for i in range(count)]
+    keypoints = np.stack([s.people[0].keypoints for s in samples])
+    return {"image": np.stack([s.image[..., ::-1] for s in samples]),
+            "keypoints": keypoints[..., :2].astype(np.float32),
+            "visibility": keypoints[..., 2].astype(np.int32)}
+
+
+def _mean_error_px(outputs, figures: dict) -> list[float]:
+    labeled = figures["visibility"] > 0
+    truth = figures["keypoints"] / 64.0 - 0.5
+    return [float(np.linalg.norm((np.asarray(o) - truth) * 64.0, axis=-1)[labeled].mean())
+            for o in outputs]
+
+
+@pytest.mark.slow
+def test_stage_two_reduces_stage_one_error_on_held_out_figures():
+    """Stage 1 briefly trained; stage 2 trained on its simulated predictions; the assembled
+    cascade's second output is closer to the held-out ground truth than its first."""
+    keras.utils.set_random_seed(0)
+    train, held_out = _figures(512, 0), _figures(64, 1)
+    keypoint_set = get_keypoint_set("coco17")
+
+    def batches(size):
+        return tf.data.Dataset.from_tensor_slices(train).shuffle(512, seed=0).repeat().batch(
+            size, drop_remainder=True)
+
+    stage_one = DeepPose(num_keypoints=17, input_shape=(64, 64, 3), num_stages=1, fc_units=64,
+                         dropout_rate=0.0, conv_filters=(16, 32, 32, 32, 32), crop_scale=1.5)
+    trainer = PoseTrainer(stage_one, keypoint_set=keypoint_set, augment_config=None)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trainer.fit(batches(16), epochs=1, steps_per_epoch=300, verbose=0, shuffle=False)
+
+    errors = cascade.measure_errors(stage_one,
+                                    tf.data.Dataset.from_tensor_slices(train).batch(64))
+    assert errors.unit == "frame" and errors.counts.min() > 400
+    stage_two = cascade.build_stage_network(stage_one, 2)
+    stage_trainer = cascade.CascadeStageTrainer(stage_two, template=stage_one, errors=errors,
+                                                draws=1, keypoint_set=keypoint_set,
+                                                augment_config=None)
+    stage_trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    stage_trainer.fit(batches(8), epochs=1, steps_per_epoch=200, verbose=0, shuffle=False)
+
+    network = cascade.assemble_cascade(stage_one, [stage_two])
+    first, second = _mean_error_px(network(held_out["image"].astype(np.float32)), held_out)
+    # Measured on a 2-core CPU: 5.86 px -> 5.11 px (about 60 s for the whole test).
+    assert second < 0.95 * first, (first, second)

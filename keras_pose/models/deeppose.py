@@ -101,8 +101,10 @@ class DeepPose(PoseModel):
     previous estimate, resized to ``crop_size``; bilinear, inside the graph), runs its own
     stage network on the K patches and keeps joint i's two outputs from patch i as a
     displacement in patch units. No gradient flows through the crop positions or the previous
-    estimate, so each stage's loss trains that stage only, like the paper's stage-by-stage
-    training (here all stages train at once, each on the current estimates of the one before).
+    estimate, so each stage's loss trains that stage only. Trained as one model, all stages
+    train at once, each on the current estimates of the one before;
+    ``keras_pose.training.cascade`` trains them stage by stage on simulated predictions, as
+    the paper does, and assembles this model.
 
     Outputs ``stage_1`` ... ``stage_S``: full estimates [B, K, 2], normalized as
     ``x / input_width - 0.5`` (and y / height) in the keypoint coordinate convention. Loss:
