@@ -15,6 +15,8 @@ from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models.deeppose import DeepPose
 from keras_pose.models.layers import CascadeUpdate, PatchCrop, crop_sides, crop_square_patches
 from keras_pose.training import cascade
+from keras_pose.training.config import PipelineError, load_pipeline
+from keras_pose.training.run import model_options
 from keras_pose.training.trainer import PoseTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -249,3 +251,25 @@ def test_stage_two_reduces_stage_one_error_on_held_out_figures():
     first, second = _mean_error_px(network(held_out["image"].astype(np.float32)), held_out)
     # Measured on a 2-core CPU: 5.86 px -> 5.11 px (about 60 s for the whole test).
     assert second < 0.95 * first, (first, second)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["cascade.stages=2"], "name = 'stacked_hourglass'"),
+    (["cascade.stages=2", "model.name=deeppose", "model.options={num_stages = 3}"],
+     "options set num_stages, which \\[cascade\\] stages sets"),
+    (["cascade.stages=2", "model.name=deeppose", "model.options={crop_scale = 2.0}"],
+     "options set crop_scale, which \\[cascade\\] sigma sets"),
+    (["cascade.sigma=0"], "sigma must be > 0"),
+    (["cascade.draws=0"], "draws must be >= 1"),
+    (["cascade.error_records=-1"], "error_records must be >= 0"),
+])
+def test_cascade_section_is_validated(overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        load_pipeline(None, overrides)
+
+
+def test_cascade_pipeline_trains_a_one_stage_network_first():
+    pipeline = load_pipeline(REPO / "pipelines" / "deeppose_cascade_coco.toml")
+    assert pipeline.cascade.stages == 3
+    assert model_options(pipeline) == {"backbone": "alexnet", "num_stages": 1,
+                                       "crop_scale": pipeline.cascade.sigma}
