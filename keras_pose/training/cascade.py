@@ -21,6 +21,7 @@ displacement d is ``d * (W, H)`` pixels (``FRAME``); stage s >= 2's are in its c
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 
 import keras
@@ -28,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_pose import augment, evaluate, losses, targets
+from keras_pose import augment, evaluate, losses, metrics, targets
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
 from keras_pose.models.deeppose import DeepPose, apply_stage_regressor
@@ -484,12 +485,11 @@ def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, mea
     writer = tf.summary.create_file_writer(str(work_dir / "logs" / "cascade")) if chief else None
     for stage in range(1, settings.stages + 1):
         if stage > 1:
-            errors = measure_errors(cascade, measure_ds, sampler=settings.sampler,
-                                    max_batches=settings.error_batches)
+            errors = _stage_errors(stage, cascade, measure_ds, settings, work_dir, chief)
             reports[-1]["train_errors"] = errors.to_dict()
             print(f"Cascade: stage {stage - 1}'s mean error on the training records "
-                  f"{errors.overall_mean_distance():.4f} ({errors.unit} units); training "
-                  f"stage {stage} on simulated predictions ...", flush=True)
+                  f"{errors.overall_mean_distance():.4f} ({errors.unit} units), the "
+                  f"distribution stage {stage} trains on", flush=True)
             networks.append(_stage_network(stage, cascade, errors, settings, train_ds, val_ds,
                                            make_optimizer, work_dir, callbacks, chief,
                                            verbose))
@@ -498,7 +498,8 @@ def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, mea
                                    settings.metric_names, settings.sampler)
         reports.append({"stage": stage, "held_out": held_out})
         headline = settings.metric_names[0]
-        print(f"Cascade: stages 1-{stage} on the held-out records: {headline} "
+        print(f"Cascade: stages 1-{stage} on the held-out records: "
+              f"{metrics.parse_metric(headline).label} "
               f"{_fmt(held_out['metrics'][headline])}, mean error "
               f"{_fmt(held_out['mean_error_px'], 2)} px", flush=True)
         if writer is not None:
@@ -507,6 +508,19 @@ def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, mea
     if writer is not None:
         writer.close()
     return cascade, reports
+
+
+def _stage_errors(stage, previous, measure_ds, settings, work_dir, chief) -> ErrorDistribution:
+    """The error distribution stage ``stage`` trains on: the one a finished stage was trained
+    on (``stage_<s>.errors.json`` beside ``stage_<s>.keras``), else measured now (and saved)."""
+    path = work_dir / f"stage_{stage}.errors.json"
+    if path.exists() and (work_dir / f"stage_{stage}.keras").exists():
+        return ErrorDistribution.from_dict(json.loads(path.read_text()))
+    errors = measure_errors(previous, measure_ds, sampler=settings.sampler,
+                            max_batches=settings.error_batches)
+    if chief:
+        write_json_atomic(path, errors.to_dict())
+    return errors
 
 
 def _stage_network(stage, previous, errors, settings, train_ds, val_ds, make_optimizer,
