@@ -24,26 +24,31 @@ from keras_pose.models.layers import (
 BACKBONES = ("alexnet", "resnet34")
 DEFAULT_INPUT = {"alexnet": (220, 220, 3), "resnet34": (256, 256, 3)}
 DEFAULT_STAGES = {"alexnet": 3, "resnet34": 1}
+# The paper's (AlexNet's) convolution widths, conv1 ... conv5.
+ALEXNET_FILTERS = (96, 256, 384, 384, 256)
 
 
-def apply_alexnet_regressor(x, num_outputs: int, fc_units: int, dropout_rate: float, name: str):
+def apply_alexnet_regressor(x, num_outputs: int, fc_units: int, dropout_rate: float, name: str,
+                            conv_filters: tuple[int, ...] = ALEXNET_FILTERS):
     """DeepPose stage network (AlexNet layout, ungrouped), images in [0, 255] -> [N, outputs].
 
     C(96, 11/4)-LRN-P-C(256, 5)-LRN-P-C(384, 3)-C(384, 3)-C(256, 3)-P-F(fc)-F(fc)-F(outputs);
     ReLU after every conv and hidden dense, dropout after the hidden denses, max-pools 3/2.
-    At 220x220 input: 55 -> 27 -> 13 -> 6, 6*6*256 = 9,216 features into F6.
+    At 220x220 input: 55 -> 27 -> 13 -> 6, 6*6*256 = 9,216 features into F6. ``conv_filters``
+    replaces the five convolution widths (narrower networks for tests on a CPU).
     """
+    f1, f2, f3, f4, f5 = conv_filters
     x = rescale_images(x, f"{name}_rescaling")
-    x = layers.Conv2D(96, 11, strides=4, padding="same", activation="relu",
+    x = layers.Conv2D(f1, 11, strides=4, padding="same", activation="relu",
                       name=f"{name}_conv1")(x)
     x = LocalResponseNormalization(name=f"{name}_lrn1")(x)
     x = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool1")(x)
-    x = layers.Conv2D(256, 5, padding="same", activation="relu", name=f"{name}_conv2")(x)
+    x = layers.Conv2D(f2, 5, padding="same", activation="relu", name=f"{name}_conv2")(x)
     x = LocalResponseNormalization(name=f"{name}_lrn2")(x)
     x = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool2")(x)
-    x = layers.Conv2D(384, 3, padding="same", activation="relu", name=f"{name}_conv3")(x)
-    x = layers.Conv2D(384, 3, padding="same", activation="relu", name=f"{name}_conv4")(x)
-    x = layers.Conv2D(256, 3, padding="same", activation="relu", name=f"{name}_conv5")(x)
+    x = layers.Conv2D(f3, 3, padding="same", activation="relu", name=f"{name}_conv3")(x)
+    x = layers.Conv2D(f4, 3, padding="same", activation="relu", name=f"{name}_conv4")(x)
+    x = layers.Conv2D(f5, 3, padding="same", activation="relu", name=f"{name}_conv5")(x)
     x = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool5")(x)
     x = layers.Flatten(name=f"{name}_flatten")(x)
     for index in (6, 7):
@@ -57,6 +62,19 @@ def apply_resnet34_regressor(x, num_outputs: int, name: str):
     x = apply_resnet(rescale_images(x, f"{name}_rescaling"), "resnet34", f"{name}_resnet")
     x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
     return layers.Dense(num_outputs, dtype="float32", name=f"{name}_regression")(x)
+
+
+def apply_stage_regressor(x, *, backbone: str, num_keypoints: int, fc_units: int,
+                          dropout_rate: float, conv_filters: tuple[int, ...], name: str):
+    """One cascade stage's network: images [N, h, w, 3] in [0, 255] -> [N, 2K] coordinates.
+
+    Layer names start with ``name`` (``stage_2_conv1``), so a stage network built on its own
+    (``keras_pose.training.cascade``) and the same stage inside :class:`DeepPose` share them.
+    """
+    if backbone == "alexnet":
+        return apply_alexnet_regressor(x, 2 * num_keypoints, fc_units, dropout_rate, name,
+                                       conv_filters)
+    return apply_resnet34_regressor(x, 2 * num_keypoints, name)
 
 
 def _alexnet_feature_size(size: int) -> int:
@@ -83,8 +101,10 @@ class DeepPose(PoseModel):
     previous estimate, resized to ``crop_size``; bilinear, inside the graph), runs its own
     stage network on the K patches and keeps joint i's two outputs from patch i as a
     displacement in patch units. No gradient flows through the crop positions or the previous
-    estimate, so each stage's loss trains that stage only, like the paper's stage-by-stage
-    training (here all stages train at once, each on the current estimates of the one before).
+    estimate, so each stage's loss trains that stage only. Trained as one model, all stages
+    train at once, each on the current estimates of the one before;
+    ``keras_pose.training.cascade`` trains them stage by stage on simulated predictions, as
+    the paper does, and assembles this model.
 
     Outputs ``stage_1`` ... ``stage_S``: full estimates [B, K, 2], normalized as
     ``x / input_width - 0.5`` (and y / height) in the keypoint coordinate convention. Loss:
@@ -110,6 +130,8 @@ class DeepPose(PoseModel):
             right hip for K = 17 (COCO) or 16 (MPII), the estimates' bounding-box diagonal
             for other K.
         fc_units: width of the two hidden dense layers (AlexNet).
+        conv_filters: the five convolution widths (AlexNet; default the paper's
+            96, 256, 384, 384, 256).
         dropout_rate: dropout after the hidden dense layers (AlexNet).
         **kwargs: ``name``, ``trainable``.
 
@@ -124,7 +146,8 @@ class DeepPose(PoseModel):
                  backbone: str = "alexnet", num_stages: int | None = None,
                  crop_size: int | None = None, crop_scale: float = 1.0,
                  min_crop_fraction: float = 0.1, torso: tuple[int, int] | None = None,
-                 fc_units: int = 4096, dropout_rate: float = 0.6, **kwargs):
+                 fc_units: int = 4096, dropout_rate: float = 0.6,
+                 conv_filters: tuple[int, ...] = ALEXNET_FILTERS, **kwargs):
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, received "
                              f"backbone={backbone!r}")
@@ -132,13 +155,14 @@ class DeepPose(PoseModel):
         num_stages = DEFAULT_STAGES[backbone] if num_stages is None else num_stages
         crop_size = min(input_shape[:2]) if crop_size is None else crop_size
         torso = default_torso(num_keypoints) if torso is None else (int(torso[0]), int(torso[1]))
+        conv_filters = tuple(conv_filters)
         self._validate(num_keypoints, input_shape, backbone, num_stages, crop_size, crop_scale,
-                       min_crop_fraction, torso, fc_units, dropout_rate)
+                       min_crop_fraction, torso, fc_units, dropout_rate, conv_filters)
 
         def regressor(x, name):
-            if backbone == "alexnet":
-                return apply_alexnet_regressor(x, 2 * num_keypoints, fc_units, dropout_rate, name)
-            return apply_resnet34_regressor(x, 2 * num_keypoints, name)
+            return apply_stage_regressor(x, backbone=backbone, num_keypoints=num_keypoints,
+                                         fc_units=fc_units, dropout_rate=dropout_rate,
+                                         conv_filters=conv_filters, name=name)
 
         images = keras.Input(shape=input_shape, name="images")
         estimate = layers.Reshape((num_keypoints, 2), dtype="float32", name="stage_1")(
@@ -163,13 +187,18 @@ class DeepPose(PoseModel):
         self.torso = torso
         self.fc_units = fc_units
         self.dropout_rate = float(dropout_rate)
+        self.conv_filters = conv_filters
         self._output_spec = OutputSpec(
             kind=COORDINATES, stride=None, loss=COORDINATE_L2,
             output_names=tuple(f"stage_{s}" for s in range(1, num_stages + 1)))
 
     @staticmethod
     def _validate(num_keypoints, input_shape, backbone, num_stages, crop_size, crop_scale,
-                  min_crop_fraction, torso, fc_units, dropout_rate):
+                  min_crop_fraction, torso, fc_units, dropout_rate, conv_filters):
+        if len(conv_filters) != 5 or not all(
+                isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in conv_filters):
+            raise ValueError("conv_filters must be five integers >= 1, received "
+                             f"conv_filters={conv_filters!r}")
         for key, value, low in (("num_keypoints", num_keypoints, 1),
                                 ("num_stages", num_stages, 1), ("crop_size", crop_size, 1),
                                 ("fc_units", fc_units, 1)):
@@ -208,4 +237,5 @@ class DeepPose(PoseModel):
             "torso": self.torso,
             "fc_units": self.fc_units,
             "dropout_rate": self.dropout_rate,
+            "conv_filters": self.conv_filters,
         }

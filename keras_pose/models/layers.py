@@ -263,13 +263,16 @@ class SpatialNormalize(layers.Layer):
         return config
 
 
-def _crop_boxes(coords, height, width, torso, crop_scale, min_crop_fraction):
+def crop_sides(coords, height: int, width: int, torso, crop_scale: float,
+               min_crop_fraction: float):
     """Square boxes around normalized estimates: (centres px [B,K,2], side px [B]).
 
-    The side is ``crop_scale`` times the torso diameter of the estimate (distance of the two
-    ``torso`` joints; without a torso pair, the diagonal of the estimates' bounding box),
+    The side is ``crop_scale`` times the torso diameter of ``coords`` (distance of the two
+    ``torso`` joints; without a torso pair, the diagonal of the points' bounding box),
     clipped to [min_crop_fraction * min(H, W), max(H, W)] so that a collapsed early estimate
-    still gives a usable crop.
+    still gives a usable crop. The cascade's stage-wise training
+    (``keras_pose.training.cascade``) calls it on the ground truth, the network on its own
+    previous estimate.
     """
     size = ops.convert_to_tensor([width, height], dtype="float32")
     points = (coords + 0.5) * size
@@ -281,6 +284,43 @@ def _crop_boxes(coords, height, width, torso, crop_scale, min_crop_fraction):
     side = ops.clip(crop_scale * diameter, min_crop_fraction * min(height, width),
                     float(max(height, width)))
     return points, side
+
+
+def crop_square_patches(images, centres, side, crop_size: int):
+    """Bilinear square patches: images [B,H,W,C], centres px [B,N,2], side px [B] -> [B*N,S,S,C].
+
+    Patch ``b * N + n`` is the square of side ``side[b]`` centred on ``centres[b, n]``
+    (continuous pixel coordinates), resized to ``crop_size``; pixels outside the image are 0.
+    """
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    batch = ops.shape(images)[0]
+    num_points = centres.shape[1]
+    # Continuous coordinates of the patch pixel centres, then array indices (coord - 0.5).
+    steps = (ops.arange(crop_size, dtype="float32") + 0.5) / crop_size - 0.5
+    offsets = side[:, None, None] * steps[None, None, :]  # [B, 1, S]
+    xs = centres[:, :, 0:1] + offsets - 0.5  # [B, N, S]
+    ys = centres[:, :, 1:2] + offsets - 0.5
+    x0 = ops.floor(xs)
+    y0 = ops.floor(ys)
+    wx1 = xs - x0
+    wy1 = ys - y0
+    flat = ops.reshape(images, (-1, channels))
+    base = (ops.arange(batch, dtype="int32") * (height * width))[:, None, None, None]
+    patches = 0.0
+    for dy, wy in ((0, 1.0 - wy1), (1, wy1)):
+        yi = y0 + dy
+        wy = wy * ops.cast((yi >= 0) & (yi <= height - 1), "float32")
+        yi = ops.cast(ops.clip(yi, 0, height - 1), "int32")
+        for dx, wx in ((0, 1.0 - wx1), (1, wx1)):
+            xi = x0 + dx
+            wx = wx * ops.cast((xi >= 0) & (xi <= width - 1), "float32")
+            xi = ops.cast(ops.clip(xi, 0, width - 1), "int32")
+            index = base + yi[:, :, :, None] * width + xi[:, :, None, :]  # [B, N, S, S]
+            weight = wy[:, :, :, None] * wx[:, :, None, :]
+            values = ops.take(flat, ops.reshape(index, (-1,)), axis=0)
+            values = ops.reshape(values, (batch, num_points, crop_size, crop_size, channels))
+            patches = patches + ops.cast(weight[..., None], values.dtype) * values
+    return ops.reshape(patches, (-1, crop_size, crop_size, channels))
 
 
 @keras.saving.register_keras_serializable(package="keras_pose")
@@ -313,38 +353,10 @@ class PatchCrop(layers.Layer):
         images, coords = inputs
         images = ops.cast(images, self.compute_dtype)
         coords = ops.stop_gradient(ops.cast(coords, "float32"))
-        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-        batch = ops.shape(images)[0]
-        num_keypoints = coords.shape[1]
-        centres, side = _crop_boxes(coords, height, width, self.torso, self.crop_scale,
-                                    self.min_crop_fraction)
-        # Continuous coordinates of the patch pixel centres, then array indices (coord - 0.5).
-        steps = (ops.arange(self.crop_size, dtype="float32") + 0.5) / self.crop_size - 0.5
-        offsets = side[:, None, None] * steps[None, None, :]  # [B, 1, S]
-        xs = centres[:, :, 0:1] + offsets - 0.5  # [B, K, S]
-        ys = centres[:, :, 1:2] + offsets - 0.5
-        x0 = ops.floor(xs)
-        y0 = ops.floor(ys)
-        wx1 = xs - x0
-        wy1 = ys - y0
-        flat = ops.reshape(images, (-1, channels))
-        base = (ops.arange(batch, dtype="int32") * (height * width))[:, None, None, None]
-        patches = 0.0
-        for dy, wy in ((0, 1.0 - wy1), (1, wy1)):
-            yi = y0 + dy
-            wy = wy * ops.cast((yi >= 0) & (yi <= height - 1), "float32")
-            yi = ops.cast(ops.clip(yi, 0, height - 1), "int32")
-            for dx, wx in ((0, 1.0 - wx1), (1, wx1)):
-                xi = x0 + dx
-                wx = wx * ops.cast((xi >= 0) & (xi <= width - 1), "float32")
-                xi = ops.cast(ops.clip(xi, 0, width - 1), "int32")
-                index = base + yi[:, :, :, None] * width + xi[:, :, None, :]  # [B, K, S, S]
-                weight = wy[:, :, :, None] * wx[:, :, None, :]
-                values = ops.take(flat, ops.reshape(index, (-1,)), axis=0)
-                values = ops.reshape(values, (batch, num_keypoints, self.crop_size,
-                                              self.crop_size, channels))
-                patches = patches + ops.cast(weight[..., None], values.dtype) * values
-        patches = ops.reshape(patches, (-1, self.crop_size, self.crop_size, channels))
+        height, width = images.shape[1], images.shape[2]
+        centres, side = crop_sides(coords, height, width, self.torso, self.crop_scale,
+                                   self.min_crop_fraction)
+        patches = crop_square_patches(images, centres, side, self.crop_size)
         boxes = ops.concatenate(
             [coords, ops.stack([side / width, side / height], axis=-1)[:, None, :]
              * ops.ones_like(coords)], axis=-1)

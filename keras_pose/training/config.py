@@ -184,6 +184,28 @@ class CallbacksSection:
 
 
 @dataclasses.dataclass
+class CascadeSection:
+    """``[cascade]``: DeepPose trained stage by stage, as in the paper (``stages = 1``: off).
+
+    With ``stages = S >= 2`` the run trains stage 1 as usual ([train], one-stage DeepPose),
+    then each stage s = 2..S on its own: crops of side ``sigma`` x the ground truth's torso
+    diameter around the ground truth displaced by offsets drawn from stage s - 1's measured
+    error distribution, ``draws`` offsets per record and joint in every step, for ``epochs``
+    x ``steps_per_epoch`` steps with [optimizer] and [schedule] (keras_pose.training.cascade).
+    ``sigma`` is the network's ``crop_scale`` and ``stages`` its ``num_stages``, so [model]
+    options must not set either. ``error_records``: training records the error distribution
+    is measured on (0 = all).
+    """
+
+    stages: int = 1
+    sigma: float = 1.0
+    draws: int = 1
+    epochs: int = 1
+    steps_per_epoch: int = 1000
+    error_records: int = 0
+
+
+@dataclasses.dataclass
 class ExportSection:
     """``[export]``: the SavedModel written at the end of training."""
 
@@ -207,6 +229,7 @@ class Pipeline:
     schedule: ScheduleSection = dataclasses.field(default_factory=ScheduleSection)
     train: TrainSection = dataclasses.field(default_factory=TrainSection)
     callbacks: CallbacksSection = dataclasses.field(default_factory=CallbacksSection)
+    cascade: CascadeSection = dataclasses.field(default_factory=CascadeSection)
     export: ExportSection = dataclasses.field(default_factory=ExportSection)
 
     def validate(self, source: str = "pipeline") -> None:
@@ -233,6 +256,28 @@ class Pipeline:
             if getattr(getattr(self, section), key) <= 0:
                 raise PipelineError(f"{source}: [{section}] {key} must be > 0")
         self._validate_metrics(source)
+        self._validate_cascade(source)
+
+    def _validate_cascade(self, source: str) -> None:
+        cascade = self.cascade
+        for key, low in (("stages", 1), ("draws", 1), ("epochs", 1), ("steps_per_epoch", 1),
+                         ("error_records", 0)):
+            if getattr(cascade, key) < low:
+                raise PipelineError(f"{source}: [cascade] {key} must be >= {low}, got "
+                                    f"{getattr(cascade, key)}")
+        if not cascade.sigma > 0:
+            raise PipelineError(f"{source}: [cascade] sigma must be > 0, got {cascade.sigma}")
+        if cascade.stages == 1:
+            return
+        if self.model.name != "deeppose":
+            raise PipelineError(f"{source}: [cascade] stages = {cascade.stages} trains a "
+                                f"DeepPose cascade, but [model] name = {self.model.name!r}; "
+                                "set stages = 1 or name = \"deeppose\"")
+        for key, owner in (("num_stages", "stages"), ("crop_scale", "sigma")):
+            if key in self.model.options:
+                raise PipelineError(
+                    f"{source}: [model] options set {key}, which [cascade] {owner} sets in a "
+                    f"stage-wise cascade ([cascade] stages = {cascade.stages}); remove it")
 
     def _validate_metrics(self, source: str) -> None:
         """Known metric names, each defined for the keypoint set (not a crash at the first

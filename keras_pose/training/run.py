@@ -26,6 +26,7 @@ from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models import build_model
 from keras_pose.resources import peak_rss_mib
 from keras_pose.training import callbacks as cbs
+from keras_pose.training import cascade
 from keras_pose.training.config import Pipeline, PipelineError, SourceSection, to_toml
 from keras_pose.training.schedules import PoseSchedule
 from keras_pose.training.trainer import PoseTrainer
@@ -340,15 +341,29 @@ def resolve_sampler(pipeline: Pipeline) -> str:
     return sampler
 
 
+def model_options(pipeline: Pipeline) -> dict:
+    """``[model] options`` for ``build_model``; a stage-wise cascade ([cascade] stages >= 2)
+    first trains a one-stage DeepPose whose crop scale is [cascade] sigma."""
+    options = dict(pipeline.model.options)
+    if pipeline.cascade.stages > 1:
+        options.update(num_stages=1, crop_scale=pipeline.cascade.sigma)
+    return options
+
+
 def build_trainer(pipeline: Pipeline, num_keypoints: int) -> PoseTrainer:
     """The network and its trainer for a pipeline (inside the strategy scope)."""
     size = pipeline.model.input_size
     try:
         network = build_model(pipeline.model.name, num_keypoints=num_keypoints,
-                              input_shape=(size, size, 3), **pipeline.model.options)
+                              input_shape=(size, size, 3), **model_options(pipeline))
     except (TypeError, ValueError) as error:
         raise PipelineError(f"[model] options are not valid for {pipeline.model.name!r}: "
                             f"{error}") from error
+    return trainer_for(pipeline, network)
+
+
+def trainer_for(pipeline: Pipeline, network) -> PoseTrainer:
+    """The :class:`PoseTrainer` of a pipeline around a built network."""
     return PoseTrainer(
         network,
         keypoint_set=get_keypoint_set(pipeline.data.keypoint_set),
@@ -509,7 +524,9 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
                         jit_compile=resolve_jit_compile(pipeline.train.jit_compile))
 
     logs = work_dir / "logs"
-    best_path = work_dir / "model.keras"
+    cascading = pipeline.cascade.stages > 1
+    # A stage-wise cascade keeps stage 1's best network apart: model.keras is the cascade.
+    best_path = work_dir / ("stage_1.keras" if cascading else "model.keras")
     metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
     # One writer for everything under logs/pose: TensorBoard follows only the newest event
     # file of a directory, so a second writer there would hide the first one's updates.
@@ -570,6 +587,12 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
     finally:
         stop_on_signal.restore()
         pose_writer.close()
+    cascade_report = None
+    if cascading:
+        trainer, cascade_report = _train_cascade(pipeline, trainer, strategy, chief, work_dir,
+                                                 best_path, keypoint_set, metric_names,
+                                                 verbose)
+        best_path = work_dir / "model.keras"
     train_seconds = time.time() - started
     summary = {
         "pipeline": pipeline.name,
@@ -579,6 +602,8 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
         "tensorboard": f"tensorboard --logdir {output_dir.parent}",
         "best_checkpoint": str(best_path),
     }
+    if cascade_report is not None:
+        summary["cascade"] = cascade_report
 
     # After training nothing may lose the run: the checkpoint, the final evaluation and the
     # export each report their own failure, the others still run, and summary.json says
@@ -624,6 +649,62 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
             f"in {work_dir / 'backup'} is kept), so it only evaluates and exports.",
             summary)
     return summary
+
+
+def _cascade_pipeline(pipeline: Pipeline) -> Pipeline:
+    """The pipeline a later cascade stage trains with: [train] length from [cascade], so the
+    learning-rate schedule spans the stage."""
+    train = dataclasses.replace(pipeline.train, epochs=pipeline.cascade.epochs,
+                                steps_per_epoch=pipeline.cascade.steps_per_epoch)
+    return dataclasses.replace(pipeline, train=train)
+
+
+def _train_cascade(pipeline: Pipeline, trainer: PoseTrainer, strategy, chief: bool,
+                   work_dir: pathlib.Path, stage_one_path: pathlib.Path, keypoint_set,
+                   metric_names: list[str], verbose) -> tuple[PoseTrainer, list[dict]]:
+    """Stages 2..S of a stage-wise DeepPose cascade after stage 1's ``fit``
+    (``keras_pose.training.cascade``); the assembled cascade is saved as ``model.keras`` and
+    returned in a trainer for the final evaluation and the export."""
+    _use_best_checkpoint(trainer.network, stage_one_path, chief)
+    k = keypoint_set.num_keypoints
+    workers = num_workers(strategy)
+    train_ds = _dataset(pipeline, pipeline.data.train_records, True, k, workers=workers)
+    measure_ds = _dataset(pipeline, pipeline.data.train_records, False, k,
+                          pipeline.cascade.error_records, workers=workers)
+    val_ds = _dataset(pipeline, pipeline.data.val_records, False, k,
+                      pipeline.train.validation_records, workers=workers)
+    settings = cascade.StageSettings(
+        stages=pipeline.cascade.stages, draws=pipeline.cascade.draws,
+        epochs=pipeline.cascade.epochs, steps_per_epoch=pipeline.cascade.steps_per_epoch,
+        error_batches=None, keypoint_set=keypoint_set,
+        augment_config=augment_config(pipeline), seed=pipeline.train.seed,
+        sampler=trainer.sampler, jit_compile=resolve_jit_compile(pipeline.train.jit_compile),
+        metric_names=metric_names)
+    stage_pipeline = _cascade_pipeline(pipeline)
+
+    def stage_callbacks(stage: int) -> list:
+        return [cbs.StopOnNonFiniteLoss(pipeline.cascade.epochs,
+                                        pipeline.cascade.steps_per_epoch)]
+
+    try:
+        with strategy.scope():
+            network, report = cascade.train_cascade(
+                trainer.network, settings, train_ds=train_ds, measure_ds=measure_ds,
+                val_ds=val_ds, make_optimizer=lambda: make_optimizer(stage_pipeline),
+                work_dir=work_dir, callbacks=stage_callbacks, chief=chief, verbose=verbose)
+            cascade_trainer = trainer_for(pipeline, network)
+    except cbs.NonFiniteLoss as error:
+        raise TrainingFailed(f"cascade: {error}. Stage 1 ({stage_one_path}) and the stages "
+                             "finished before are kept (stage_<s>.keras); lower [optimizer] "
+                             "learning_rate and run the same command again: it resumes after "
+                             "the last finished stage.") from None
+    except OSError as error:
+        raise TrainingFailed(f"cascade training stopped: {error}. Free space (or fix the "
+                             "cause) and run the same command again: it resumes after the "
+                             "last finished stage.") from None
+    if chief:
+        cbs.atomic_save_network(network, work_dir / "model.keras")
+    return cascade_trainer, report
 
 
 def verify_shard(path: str) -> str | None:
@@ -891,6 +972,8 @@ def format_summary(summary: dict) -> str:
     ]
     if "metrics" in summary:
         lines += _format_scores(summary)
+    if "cascade" in summary:
+        lines += _format_cascade(summary["cascade"])
     lines += [
         f"  logs       : {summary['run_dir']}/logs   ({summary['tensorboard']})",
         f"  checkpoint : {summary['best_checkpoint']}",
@@ -902,6 +985,24 @@ def format_summary(summary: dict) -> str:
         elif failure in failed:
             lines.append(f"  {failure:<11s}: FAILED (see the error below)")
     return "\n".join(lines)
+
+
+def _format_cascade(stages: list[dict]) -> list[str]:
+    """One line per stage of a stage-wise cascade: held-out scores of stages 1..s and the
+    training-set error the next stage was trained on."""
+    lines = ["  cascade (held-out, stages 1..s; training error of stage s):"]
+    for report in stages:
+        held_out = report["held_out"]
+        scores = "   ".join(f"{metrics.parse_metric(name).label} {_fmt(value)}"
+                            for name, value in held_out["metrics"].items())
+        line = (f"    stage {report['stage']}: {scores}   mean error "
+                f"{_fmt(held_out['mean_error_px'], 2)} px")
+        if "train_errors" in report:
+            errors = report["train_errors"]
+            line += (f"   train error {errors['overall_mean_distance']:.4f} "
+                     f"({errors['unit']} units)")
+        lines.append(line)
+    return lines
 
 
 def _format_scores(summary: dict) -> list[str]:
