@@ -517,7 +517,8 @@ def shift_source(matrices, offset: float) -> Any:
 
 def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentConfig | None,
                   flip_permutation, seed=None, training: bool, sampler: str = "gather",
-                  crop_size: int | None = None) -> dict[str, Any]:
+                  crop_size: int | None = None, fixed: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """Augment a batch of stored crops (or only resize them when ``training`` is False).
 
     Images may carry context around the crop (records converted with ``context > 1``, read
@@ -540,6 +541,9 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
         crop_size: side of the crop the keypoints are in, centred in ``images`` (which hold
             ``(S - crop_size) / 2`` pixels of context on each side); None = ``S`` (no
             context).
+        fixed: values that replace the random draws of the same name of
+            :func:`sample_parameters` for every sample, e.g. ``{"scales": 0.7, "angles": 0.0}``
+            (pictures and tests of one transform).
 
     Returns:
         dict with ``images`` float32 [B, h, w, 3] in [0, 255], ``keypoints`` float32 [B, K, 2]
@@ -592,6 +596,11 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
         raise ValueError("augment_batch(training=True) needs a seed: a SeedGenerator or an int")
     config = config or AugmentConfig()
     params = sample_parameters(batch, config, (in_h, in_w), seed)
+    for name, value in (fixed or {}).items():
+        if name not in params:
+            raise ValueError(f"fixed: unknown parameter {name!r}; known: {sorted(params)}")
+        drawn = params[name]
+        params[name] = ops.cast(ops.broadcast_to(value, ops.shape(drawn)), drawn.dtype)
     matrices = compose_matrices(
         params["angles"], params["scales"], params["translations"], params["flips"],
         crop_size=crop_size, input_size=(in_h, in_w),
