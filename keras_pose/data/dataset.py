@@ -80,7 +80,8 @@ def make_dataset(
     """A batched dataset of decoded person crops and their keypoints and metadata.
 
     Memory is bounded: the shuffle buffer holds ``shuffle_buffer`` serialized records (about
-    30-40 KiB each at 256 px) and prefetch holds ``prefetch`` decoded batches.
+    30-40 KiB each at 256 px, about 70 KiB with context 2.1) and prefetch holds ``prefetch``
+    decoded batches.
 
     Args:
         file_pattern: glob (or list of globs) of TFRecord shards.
