@@ -189,6 +189,35 @@ def size_pair(size, name: str = "input_size") -> tuple[int, int]:
     return height, width
 
 
+def context_needed(config: AugmentConfig) -> float:
+    """The stored side / crop side that every transform ``config`` can draw stays inside.
+
+    The network input is the crop, zoomed by ``z``, rotated by ``a`` and shifted by ``t``
+    (a fraction of the input per axis) about its centre. Its square maps back into crop
+    coordinates with half-extent ``(1/2 + |t|) (|cos a| + |sin a|) / z`` crop sides along
+    each axis, largest at the smallest zoom, the largest shift, and the angle nearest 45
+    degrees. Records storing this much context (``convert_source(context=...)``) never show
+    black from the crop's edge, only where the source image itself ends.
+
+    Args:
+        config: the augmentation ranges.
+
+    Returns:
+        The factor, >= 1 (1 when nothing zooms out, rotates or shifts).
+    """
+    reach = 2.0 if config.distribution == "clipped_normal" else 1.0
+    max_angle = math.radians(reach * config.rotation) if config.rotation_prob > 0 else 0.0
+    # |cos a| + |sin a| peaks at 45 degrees (sqrt 2) and rises monotonically before it.
+    spread = math.sqrt(2.0) if max_angle >= math.pi / 4 else math.cos(max_angle) + math.sin(
+        max_angle)
+    if config.scale_mode == "log2":
+        min_zoom = 2.0 ** (-reach * config.scale)
+    else:
+        min_zoom = 1.0 - reach * config.scale
+    max_shift = reach * config.translation
+    return max(1.0, (1.0 + 2.0 * max_shift) * spread / min_zoom)
+
+
 # ----------------------------------------------------------------------------------------------
 # Matrices
 
@@ -474,13 +503,31 @@ def photometric_jitter(images, brightness, contrast, saturation, channel_scales=
 # The step's entry point
 
 
+def shift_source(matrices, offset: float) -> Any:
+    """``matrices`` (crop px -> output) made to read a source whose crop window starts at
+    ``(offset, offset)``: ``M @ translate(-offset)``."""
+    matrices = ops.cast(matrices, "float32")
+    if not offset:
+        return matrices
+    linear = matrices[:, :2, :2]
+    shift = matrices[:, :2, 2] - offset * ops.sum(linear, axis=2)
+    return ops.concatenate([ops.concatenate([linear, shift[:, :, None]], axis=2),
+                            matrices[:, 2:, :]], axis=1)
+
+
 def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentConfig | None,
-                  flip_permutation, seed=None, training: bool, sampler: str = "gather"
+                  flip_permutation, seed=None, training: bool, sampler: str = "gather",
+                  crop_size: int | None = None, fixed: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
     """Augment a batch of stored crops (or only resize them when ``training`` is False).
 
+    Images may carry context around the crop (records converted with ``context > 1``, read
+    with ``make_dataset(context=True)``): the crop is then their centre window of side
+    ``crop_size``, the transforms are drawn for the crop as always, and the one warp reads the
+    surroundings wherever a zoom-out, rotation or shift looks past the crop's edge.
+
     Args:
-        images: uint8 (or float) ``[B, S, S, 3]`` stored crops.
+        images: uint8 (or float) ``[B, S, S, 3]`` stored crops, or crops with context.
         keypoints: ``[B, K, 2]`` keypoints in crop pixels.
         visibility: ``[B, K]`` COCO visibility (0 unlabeled, 1 occluded, 2 visible).
         input_size: network input size, an int or (height, width).
@@ -491,6 +538,12 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
             call); required when training.
         training: draw random transforms when True; the deterministic resize when False.
         sampler: ``"gather"`` (default, XLA-compilable) or ``"affine_transform"``.
+        crop_size: side of the crop the keypoints are in, centred in ``images`` (which hold
+            ``(S - crop_size) / 2`` pixels of context on each side); None = ``S`` (no
+            context).
+        fixed: values that replace the random draws of the same name of
+            :func:`sample_parameters` for every sample, e.g. ``{"scales": 0.7, "angles": 0.0}``
+            (pictures and tests of one transform).
 
     Returns:
         dict with ``images`` float32 [B, h, w, 3] in [0, 255], ``keypoints`` float32 [B, K, 2]
@@ -512,10 +565,18 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
         )
     if num_keypoints is not None and sorted(perm.tolist()) != list(range(num_keypoints)):
         raise ValueError(f"flip_permutation must be a permutation, received {perm.tolist()}")
-    crop_size = (images.shape[1], images.shape[2])
-    if None in crop_size:
+    stored_size = (images.shape[1], images.shape[2])
+    if None in stored_size or stored_size[0] != stored_size[1]:
         raise ValueError(
-            f"images need a static crop size [B, S, S, C], received shape {tuple(images.shape)}"
+            f"images need a static square size [B, S, S, C], received shape "
+            f"{tuple(images.shape)}"
+        )
+    crop_size = crop_size or stored_size[0]
+    pad = (stored_size[0] - crop_size) / 2
+    if pad < 0 or pad != int(pad):
+        raise ValueError(
+            f"crop_size={crop_size} must not exceed the images' side {stored_size[0]} and "
+            "leave the same whole number of context pixels on each side"
         )
     in_h, in_w = size_pair(input_size)
     batch = ops.shape(images)[0]
@@ -524,7 +585,7 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
     if not training:
         matrices = resize_matrices(crop_size, (in_h, in_w), batch)
         return {
-            "images": warp_images(images, matrices, (in_h, in_w), sampler),
+            "images": warp_images(images, shift_source(matrices, pad), (in_h, in_w), sampler),
             "keypoints": apply_affine(keypoints, matrices),
             "visibility": visibility,
             "matrices": matrices,
@@ -535,11 +596,16 @@ def augment_batch(images, keypoints, visibility, *, input_size, config: AugmentC
         raise ValueError("augment_batch(training=True) needs a seed: a SeedGenerator or an int")
     config = config or AugmentConfig()
     params = sample_parameters(batch, config, (in_h, in_w), seed)
+    for name, value in (fixed or {}).items():
+        if name not in params:
+            raise ValueError(f"fixed: unknown parameter {name!r}; known: {sorted(params)}")
+        drawn = params[name]
+        params[name] = ops.cast(ops.broadcast_to(value, ops.shape(drawn)), drawn.dtype)
     matrices = compose_matrices(
         params["angles"], params["scales"], params["translations"], params["flips"],
         crop_size=crop_size, input_size=(in_h, in_w),
     )
-    warped = warp_images(images, matrices, (in_h, in_w), sampler)
+    warped = warp_images(images, shift_source(matrices, pad), (in_h, in_w), sampler)
     if config.photometric:
         warped = photometric_jitter(
             warped, params["brightness"], params["contrast"], params["saturation"],

@@ -68,6 +68,7 @@ def test_shapes_dtypes_and_values(shards):
         "area": ((5,), tf.float32), "image_id": ((5,), tf.int64),
         "annotation_id": ((5,), tf.int64), "image_size": ((5, 2), tf.int32),
         "filename": ((5,), tf.string), "head_size": ((5,), tf.float32),
+        "context_pad": ((5,), tf.int32),
     }
     assert set(first) == set(expected)
     for key, (shape, dtype) in expected.items():

@@ -102,6 +102,10 @@ def build_parser(prog: str = "convert.py", coco_only: bool = False,
     parser.add_argument("--margin", type=float, default=1.25,
                         help="crop side = MARGIN * max(box w, h), centred on the person box "
                              "(default: 1.25, room for rotation and scaling)")
+    parser.add_argument("--context", type=float, default=1.0,
+                        help="stored side / crop side: keep this much of the surrounding image "
+                             "around each crop for zoom-out and rotation augmentation (default: "
+                             "1, the crop alone; the shipped COCO pipelines use 2.1)")
     parser.add_argument("--min-keypoints", type=int, default=1, metavar="K",
                         help="fewest labeled keypoints a person needs (default: 1)")
     parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q",
@@ -137,7 +141,8 @@ def _convert(args: argparse.Namespace) -> dict:
 
     options = dict(
         shards=args.shards, workers=args.workers, strict=args.strict,
-        crop_size=args.crop_size, margin=args.margin, min_keypoints=args.min_keypoints,
+        crop_size=args.crop_size, margin=args.margin, context=args.context,
+        min_keypoints=args.min_keypoints,
         jpeg_quality=args.jpeg_quality, seed=None if args.no_shuffle else args.seed,
         overwrite=args.overwrite, progress=not args.quiet,
     )

@@ -1,6 +1,7 @@
 """Draw a grid of augmented training samples: image, skeleton and summed target heatmap.
 
-Each sample is shown three times side by side: the stored crop with its keypoints as recorded;
+Each sample is shown three times side by side: the stored image with its keypoints as recorded
+(the person crop boxed in white inside the context the records keep around it, if any);
 the same record after the training step's augmentation (one affine warp) with the transformed
 keypoints drawn as a skeleton (left limbs red, right limbs blue, limbs across yellow); and the
 augmented image under its summed target heatmaps. Keypoints whose weight is 0 (unlabeled, or
@@ -10,11 +11,15 @@ together, every joint sits on its body part and every heatmap blob on its joint.
 Example:
     python tools/show_batch.py --records 'data/coco/train-*.tfrecord' --output grid.png \\
         --input-size 256 --heatmap-size 64 --seed 0
+    # every sample zoomed out to 0.7, unrotated: the surroundings the records keep
+    python tools/show_batch.py --records 'data/coco/train-*.tfrecord' --output zoom.png \\
+        --zoom 0.7 --angle 0
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -42,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image sampler of the warp")
     parser.add_argument("--no-augment", action="store_true",
                         help="show the deterministic evaluation resize instead")
+    parser.add_argument("--no-context", action="store_true",
+                        help="read the person crops alone, without the context the records "
+                             "keep around them (how records without context train)")
+    parser.add_argument("--zoom", type=float, default=None,
+                        help="the same zoom for every sample instead of a random one "
+                             "(0.7 = zoomed out)")
+    parser.add_argument("--angle", type=float, default=None,
+                        help="the same rotation in degrees for every sample instead of a "
+                             "random one")
     for name, default, text in (
         ("rotation", 40.0, "max rotation in degrees"),
         ("rotation-prob", 0.4, "probability of rotating"),
@@ -89,13 +103,21 @@ def render_grid(args) -> tuple:
     dataset = make_dataset(args.records, batch_size=args.batch,
                            num_keypoints=keypoint_set.num_keypoints, training=True,
                            seed=args.seed, deterministic=True, shuffle_buffer=256,
-                           drop_remainder=False)
+                           drop_remainder=False, context=not args.no_context)
     batch = next(iter(dataset))
+    # The reader gives every record of a batch the same side, so the first one's pad holds.
+    pad = 0 if args.no_context else int(batch["context_pad"][0])
+    crop_size = int(batch["image"].shape[1]) - 2 * pad
+    fixed = {}
+    if args.zoom is not None:
+        fixed["scales"] = args.zoom
+    if args.angle is not None:
+        fixed["angles"] = math.radians(args.angle)
     out = augment.augment_batch(
         batch["image"], batch["keypoints"], batch["visibility"], input_size=args.input_size,
         config=config, flip_permutation=keypoint_set.flip_permutation,
         seed=keras.random.SeedGenerator(args.seed), training=not args.no_augment,
-        sampler=args.sampler,
+        sampler=args.sampler, crop_size=crop_size, fixed=fixed,
     )
     weights = targets.keypoint_weights(out["keypoints"], out["visibility"], args.input_size)
     heatmaps = np.asarray(targets.render_heatmaps(
@@ -104,13 +126,18 @@ def render_grid(args) -> tuple:
     size = args.input_size
     tiles = []
     for i in range(len(crops)):
-        # The stored crop, resized to the tile size for display only.
+        # The stored image, resized to the tile size for display only.
         crop = crops[i]
         scale = size / crop.shape[0]
         shown = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        if pad:
+            corner = (int(round(pad * scale)), int(round((pad + crop_size) * scale)) - 1)
+            shown = cv2.rectangle(np.ascontiguousarray(shown), (corner[0], corner[0]),
+                                  (corner[1], corner[1]), (255, 255, 255), 1)
         tiles.append(visualize.label(visualize.draw_skeleton(
-            shown, np.asarray(batch["keypoints"][i]) * scale, np.asarray(batch["visibility"][i]),
-            keypoint_set), "stored crop"))
+            shown, (np.asarray(batch["keypoints"][i]) + pad) * scale,
+            np.asarray(batch["visibility"][i]), keypoint_set),
+            "stored (crop boxed)" if pad else "stored crop"))
         augmented = np.clip(np.asarray(out["images"][i]), 0, 255).astype(np.uint8)
         tiles.append(visualize.label(visualize.draw_skeleton(
             augmented, np.asarray(out["keypoints"][i]), np.asarray(weights[i]), keypoint_set),

@@ -1,12 +1,14 @@
 """Input pipeline: the tf.data TFRecord reader vs a per-sample Python loader, images per second.
 
 Measures, in one run and on the same people, (a) keras-pose's reader
-(``keras_pose.data.dataset.make_dataset``, training mode: shuffled, batched, parse + JPEG decode
-of the stored crops; augmentation and targets run later in the compiled training step) and
+(``keras_pose.data.dataset.make_dataset``, training mode as the trainer reads it: shuffled,
+batched, parse + JPEG decode of the stored images, context included; augmentation and targets
+run later in the compiled training step) and
 (b) a typical per-sample loader as a PyTorch-style ``Dataset`` + worker pool does it: cv2 read of
 the full source image, ``cv2.warpAffine`` of the person box to the crop size, numpy Gaussian
 heatmaps (64x64, one per keypoint), in a multiprocessing pool of ``--loader-workers`` processes
-and in-process. Prints images/s and the ratio to the faster loader variant (goal: >= 5x).
+and in-process. Prints images/s, the ratio to the faster loader variant (goal: >= 5x), and the
+records' bytes per record and stored side (the cost of the context they keep).
 
 Without ``--records`` it writes a temporary dataset first: synthetic 640x480 images
 (``keras_pose.data.synthetic``) converted with ``keras_pose.data.convert``.
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed rounds (each times every variant once, interleaved)")
     parser.add_argument("--synthetic-images", type=int, default=96,
                         help="images of the temporary dataset when --records is not given")
+    parser.add_argument("--context", type=float, default=1.0,
+                        help="context (stored side / crop side) of the temporary dataset")
 
 
 def all_argv(args: argparse.Namespace) -> list[str]:
@@ -59,7 +63,7 @@ def all_argv(args: argparse.Namespace) -> list[str]:
     return []
 
 
-def _make_temporary_records(directory: str, num_images: int) -> str:
+def _make_temporary_records(directory: str, num_images: int, context: float = 1.0) -> str:
     """Synthetic COCO-like images (640x480) converted to TFRecords; returns the shard glob."""
     from keras_pose.data import synthetic
     from keras_pose.data.convert import convert_coco
@@ -69,7 +73,8 @@ def _make_temporary_records(directory: str, num_images: int) -> str:
         progress=False,
     )
     convert_coco(annotations, annotations.parent / "images", os.path.join(directory, "records"),
-                 "train", shards=4, workers=1, progress=False, log=lambda message: None)
+                 "train", shards=4, workers=1, progress=False, log=lambda message: None,
+                 context=context)
     return os.path.join(directory, "records", "train-*.tfrecord")
 
 
@@ -129,17 +134,22 @@ def run(args: argparse.Namespace) -> int:
         if records is None:
             print(f"no --records: writing a temporary synthetic dataset "
                   f"({args.synthetic_images} images of 640x480) ...", flush=True)
-            records = _make_temporary_records(tmp, args.synthetic_images)
+            records = _make_temporary_records(tmp, args.synthetic_images, args.context)
         manifest = read_manifest(records)
+        shard_bytes = sum(os.path.getsize(os.path.join(os.path.dirname(
+            manifest["manifest_path"]), name)) for name in manifest["shards"])
+        bytes_per_record = shard_bytes / max(1, manifest["num_records"])
         images_dir = args.images or manifest["source"]["images"]
         num_keypoints = int(manifest["num_keypoints"])
         samples = _loader_samples(records, images_dir, num_keypoints, args.heatmap_size)
-        print(f"{len(samples)} records ({manifest['crop_size']} px crops, "
-              f"{num_keypoints} keypoints) from {records}", flush=True)
+        stored = manifest.get("stored_size", manifest["crop_size"])
+        print(f"{len(samples)} records ({manifest['crop_size']} px crops stored as {stored} px "
+              f"with context {manifest.get('context', 1.0):g}, {bytes_per_record / 1024:,.1f} "
+              f"KiB per record, {num_keypoints} keypoints) from {records}", flush=True)
 
         # keras-pose reader, as the trainer uses it.
         dataset = make_dataset(records, batch_size=args.batch_size, num_keypoints=num_keypoints,
-                               training=True, seed=0,
+                               training=True, seed=0, context=True,
                                num_parallel_calls=args.num_parallel_calls)
         iterator = iter(dataset)
 

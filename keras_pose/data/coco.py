@@ -8,6 +8,11 @@ the square of side ``margin * max(bbox_w, bbox_h)`` centred on the bbox centre, 
 ``crop_size`` pixels. Crop point ``c`` maps to image point ``box_xy + c * side / crop_size``.
 Parts of the square outside the image are black.
 
+Context: the stored image is that crop with ``context_pad`` more pixels of the surrounding
+image on each side, at the same pixels per box (side ``crop_size + 2 * context_pad``), so the
+training step can zoom out and rotate into real surroundings. The crop is the stored image's
+window at ``(context_pad, context_pad)``; keypoints and ``crop_box`` still describe the crop.
+
 Keypoints: COCO files hold pixel indices (the reference code's convention, see
 ``keras_pose.keypoints``); :func:`check_annotation` moves them into the project's continuous
 convention (``+0.5``, ``keypoints.keypoints_from_coco``), so records hold continuous
@@ -274,6 +279,24 @@ def crop_box_for_bbox(bbox: np.ndarray, margin: float) -> np.ndarray:
     return np.array([x + w / 2 - side / 2, y + h / 2 - side / 2, side, side], np.float64)
 
 
+def context_pad(crop_size: int, context: float) -> int:
+    """Pixels of context on each side of a ``crop_size`` crop for a ``context`` factor.
+
+    ``context`` is the stored side over the crop side (1 = none); the pad is rounded up to
+    whole pixels, so the crop stays on the stored pixel grid and its keypoints stay exact.
+    """
+    # The small tolerance keeps an exact factor (1.5 x 128) from rounding up a pixel.
+    return max(0, math.ceil((float(context) - 1.0) * crop_size / 2.0 - 1e-6))
+
+
+def context_box(crop_box: np.ndarray, crop_size: int, pad: int) -> np.ndarray:
+    """The stored square ``[x, y, side, side]``: ``crop_box`` grown by ``pad`` crop pixels a
+    side, so the stored image has the crop's pixels per box."""
+    grow = pad * float(crop_box[2]) / crop_size
+    return np.array([crop_box[0] - grow, crop_box[1] - grow, crop_box[2] + 2 * grow,
+                     crop_box[3] + 2 * grow], np.float64)
+
+
 def crop_matrix(crop_box: np.ndarray, crop_size: int, origin=(0.0, 0.0), factor: float = 1.0):
     """The 2x3 ``cv2.warpAffine`` matrix (array indices, source -> crop) of a crop box.
 
@@ -397,12 +420,13 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 
 def image_task(
     info: dict, anns: list[dict], images_dir: str, crop_size: int, margin: float,
-    jpeg_quality: int, allow_outside: bool = False,
+    jpeg_quality: int, allow_outside: bool = False, pad: int = 0,
 ) -> dict:
     """The picklable unit of work for one image: its file and its checked annotations.
 
     ``allow_outside`` keeps persons with labeled keypoints past the image's right or bottom
-    edge (see ``PersonSource.boxes_may_leave_image``).
+    edge (see ``PersonSource.boxes_may_leave_image``); ``pad`` is the context in crop pixels
+    stored on each side of the crop (:func:`context_pad`).
     """
     return {
         "path": os.path.join(images_dir, str(info["file_name"])),
@@ -415,6 +439,7 @@ def image_task(
         "margin": margin,
         "jpeg_quality": jpeg_quality,
         "allow_outside": allow_outside,
+        "context_pad": int(pad),
     }
 
 
@@ -456,6 +481,7 @@ def process_image(task: dict) -> dict:
 
     records, skipped = [], []
     crop_size = task["crop_size"]
+    pad = task.get("context_pad", 0)
     for ann in anns:
         bbox, points = ann["bbox"], ann["keypoints"]
         ann_name = f"annotation {ann['id']} ({name})"
@@ -478,9 +504,10 @@ def process_image(task: dict) -> dict:
             ))
             continue
         crop_box = crop_box_for_bbox(bbox, task["margin"])
-        crop = crop_image(image, crop_box, crop_size)
+        # The stored image: the crop plus ``pad`` pixels of surroundings a side, same scale.
+        stored = crop_image(image, context_box(crop_box, crop_size, pad), crop_size + 2 * pad)
         ok, encoded = cv2.imencode(
-            ".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(task["jpeg_quality"])]
+            ".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, int(task["jpeg_quality"])]
         )
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 BGR array
             raise RuntimeError(f"{ann_name}: JPEG encoding of the crop failed")
@@ -490,6 +517,7 @@ def process_image(task: dict) -> dict:
         records.append({
             "image_jpeg": encoded.tobytes(),
             "crop_size": crop_size,
+            "context_pad": pad,
             "image_id": task["image_id"],
             "filename": task["file_name"],
             "image_height": height,

@@ -11,8 +11,9 @@ Output of a conversion with ``output=OUT, split=NAME, shards=N``:
   ``keras_pose.data.tfrecord``), record ``r`` in shard ``r % N``, images in a seeded shuffled
   order so every shard mixes the whole set.
 * ``OUT/NAME.manifest.json``: record and skip counts (with reasons), keypoint set, crop size,
-  margin, source format, annotation file and its SHA-256, images directory, image range, what
-  ``head_size`` holds, the ground truth and its coordinate convention, shard names.
+  margin, context (stored side / crop side, the pad in pixels, the stored side), source
+  format, annotation file and its SHA-256, images directory, image range, what ``head_size``
+  holds, the ground truth and its coordinate convention, shard names.
 * ``OUT/NAME.annotations.json`` (all formats but COCO, whose source file already is it): the
   converted persons as COCO keypoint ground truth in COCO's pixel-index convention (as every
   COCO-format file of the project: ``keras_pose.keypoints``), with each image's decoded width
@@ -56,7 +57,9 @@ MANIFEST_FORMAT = "keras_pose.person_tfrecord"
 # 2: ``source.format``, ``source.image_range``, ``head_size`` and ``ground_truth`` entries.
 # 3: COCO-format keypoints are read as pixel indices (+0.5): records of version 2 made from
 #    COCO files sit half a pixel off, so caches must not reuse them.
-MANIFEST_VERSION = 3
+# 4: records store ``context`` around the crop (``image/context_pad``); the manifest says how
+#    much (``context``, ``context_pad``, ``stored_size``).
+MANIFEST_VERSION = 4
 # Records per shard when ``shards`` is not given: ~50-100 MB shards at 256 px, enough shards for
 # tf.distribute to split a COCO-sized set by file.
 AUTO_RECORDS_PER_SHARD = 2048
@@ -124,11 +127,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _validate_args(crop_size, margin, min_keypoints, shards, workers, jpeg_quality):
+def _validate_args(crop_size, margin, min_keypoints, shards, workers, jpeg_quality,
+                   context=1.0):
     if not isinstance(crop_size, int) or crop_size < 8:
         raise ValueError(f"crop_size must be an integer >= 8, received crop_size={crop_size!r}")
     if not (isinstance(margin, (int, float)) and margin >= 1.0):
         raise ValueError(f"margin must be a number >= 1.0, received margin={margin!r}")
+    if isinstance(context, bool) or not (isinstance(context, (int, float))
+                                         and 1.0 <= context <= 8.0):
+        raise ValueError(f"context must be a number in [1, 8], received context={context!r}")
     if not isinstance(min_keypoints, int) or min_keypoints < 0:
         raise ValueError(
             f"min_keypoints must be an integer >= 0, received min_keypoints={min_keypoints!r}"
@@ -156,7 +163,7 @@ def _validate_split(split) -> None:
 
 def _plan(
     source: PersonSource, crop_size: int, margin: float, min_keypoints: int,
-    jpeg_quality: int, seed: int | None, report,
+    jpeg_quality: int, seed: int | None, report, pad: int = 0,
 ) -> list[dict]:
     """Check every annotation (no image needed) and group the survivors into image tasks."""
     images = source.images_by_id()
@@ -188,7 +195,7 @@ def _plan(
         image_ids = [image_ids[i] for i in order]
     return [
         coco_lib.image_task(images[i], per_image[i], source.images_dir, crop_size, margin,
-                            jpeg_quality, allow_outside)
+                            jpeg_quality, allow_outside, pad)
         for i in image_ids
     ]
 
@@ -493,6 +500,7 @@ def convert_source(
     overwrite: bool = False,
     progress: bool = True,
     log=None,
+    context: float = 1.0,
 ) -> dict:
     """Convert a dataset in memory into TFRecord shards of person crops (the converter core).
 
@@ -518,6 +526,10 @@ def convert_source(
         overwrite: replace an existing split of the same name in ``output``.
         progress: show a tqdm progress bar.
         log: callable taking a message line; default prints to stderr.
+        context: stored side / crop side: the records keep ``ceil((context - 1) * crop_size
+            / 2)`` pixels of the surrounding image on each side of the crop, at the crop's
+            scale, for zoom-out and rotation augmentation (``augment.context_needed``);
+            1 = the crop alone.
 
     Returns:
         The manifest dict (also written to ``output/split.manifest.json``).
@@ -526,9 +538,10 @@ def convert_source(
         ConversionError: missing images folder, existing output, bad input with ``strict``,
             or no record produced.
     """
-    _validate_args(crop_size, margin, min_keypoints, shards, workers, jpeg_quality)
+    _validate_args(crop_size, margin, min_keypoints, shards, workers, jpeg_quality, context)
     _validate_split(split)
     output = os.fspath(output)
+    pad = coco_lib.context_pad(crop_size, context)
     log = log or _default_log
     if not os.path.isdir(source.images_dir):
         raise ConversionError(f"images directory {source.images_dir} does not exist")
@@ -537,7 +550,7 @@ def convert_source(
     skips: Counter = Counter()
     messages: list[str] = []
     report = _reporter(strict, skips, messages, log)
-    tasks = _plan(source, crop_size, margin, min_keypoints, jpeg_quality, seed, report)
+    tasks = _plan(source, crop_size, margin, min_keypoints, jpeg_quality, seed, report, pad)
     if shards is None:
         candidates = sum(len(t["anns"]) for t in tasks)
         shards = max(1, -(-candidates // AUTO_RECORDS_PER_SHARD))
@@ -555,7 +568,8 @@ def convert_source(
                 f"skipped ({dict(skips) or 'no person annotations of the keypoint category'})"
             )
         counts = [len(written[i::shards]) for i in range(shards)]
-        options = {"crop_size": crop_size, "margin": float(margin),
+        options = {"crop_size": crop_size, "margin": float(margin), "context": float(context),
+                   "context_pad": pad, "stored_size": crop_size + 2 * pad,
                    "min_keypoints": min_keypoints, "jpeg_quality": jpeg_quality, "seed": seed}
         manifest = _manifest(source, split, written, counts, finals, skips, messages, options)
         ground_truth = _ground_truth(source, written, split) if source.ground_truth else None
@@ -575,7 +589,8 @@ def _front_end_checks(split, images, options: dict) -> None:
     arguments.apply_defaults()
     values = arguments.arguments
     _validate_args(*(values[k] for k in (
-        "crop_size", "margin", "min_keypoints", "shards", "workers", "jpeg_quality")))
+        "crop_size", "margin", "min_keypoints", "shards", "workers", "jpeg_quality",
+        "context")))
     _validate_split(split)
     if not os.path.isdir(images):
         raise ConversionError(f"images directory {os.fspath(images)} does not exist")
@@ -604,6 +619,7 @@ def convert_coco(
     overwrite: bool = False,
     progress: bool = True,
     log=None,
+    context: float = 1.0,
 ) -> dict:
     """Convert COCO keypoint annotations into TFRecord shards of person crops.
 
@@ -615,7 +631,7 @@ def convert_coco(
         annotations: COCO ``person_keypoints_*.json``.
         images: directory the annotation ``file_name``s are relative to.
         output, split, shards, workers, strict, crop_size, margin, min_keypoints, jpeg_quality,
-        seed, overwrite, progress, log: as :func:`convert_source`.
+        seed, overwrite, progress, log, context: as :func:`convert_source`.
 
     Returns:
         The manifest dict (also written to ``output/split.manifest.json``).
@@ -626,7 +642,8 @@ def convert_coco(
     """
     options = dict(shards=shards, workers=workers, strict=strict, crop_size=crop_size,
                    margin=margin, min_keypoints=min_keypoints, jpeg_quality=jpeg_quality,
-                   seed=seed, overwrite=overwrite, progress=progress, log=log)
+                   seed=seed, overwrite=overwrite, progress=progress, log=log,
+                   context=context)
     _front_end_checks(split, images, options)
     loaded = _load(coco_lib.load_coco_keypoints, annotations)
     source = PersonSource(
@@ -658,7 +675,7 @@ def convert_lsp(
         layout: ``"auto"`` (from the array shape), ``"lsp"`` or ``"lspet"``.
         **options: ``shards``, ``workers``, ``strict``, ``crop_size``, ``margin``,
             ``min_keypoints``, ``jpeg_quality``, ``seed``, ``overwrite``, ``progress``,
-            ``log``: as :func:`convert_source`.
+            ``log``, ``context``: as :func:`convert_source`.
 
     Returns:
         The manifest dict; ``OUT/SPLIT.annotations.json`` holds the ground truth.

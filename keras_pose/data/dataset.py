@@ -48,13 +48,14 @@ def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
     return files
 
 
-def _peek_crop_size(files: list[str]) -> int:
+def _peek_sizes(files: list[str]) -> tuple[int, int]:
+    """``(crop_size, context_pad)`` of the first record."""
+    spec = {"image/crop_size": tf.io.FixedLenFeature([], tf.int64),
+            "image/context_pad": tf.io.FixedLenFeature([], tf.int64, default_value=0)}
     for path in files:
         for serialized in tf.data.TFRecordDataset(path).take(1):
-            parsed = tf.io.parse_single_example(
-                serialized, {"image/crop_size": tf.io.FixedLenFeature([], tf.int64)}
-            )
-            return int(parsed["image/crop_size"])
+            parsed = tf.io.parse_single_example(serialized, spec)
+            return int(parsed["image/crop_size"]), int(parsed["image/context_pad"])
     raise ValueError(f"The TFRecord files {files[:3]}{'...' if len(files) > 3 else ''} hold no "
                      "records")
 
@@ -74,11 +75,13 @@ def make_dataset(
     drop_remainder: bool | None = None,
     prefetch: int = 2,
     cycle_length: int = 4,
+    context: bool = False,
 ) -> tf.data.Dataset:
     """A batched dataset of decoded person crops and their keypoints and metadata.
 
     Memory is bounded: the shuffle buffer holds ``shuffle_buffer`` serialized records (about
-    30-40 KiB each at 256 px) and prefetch holds ``prefetch`` decoded batches.
+    30-40 KiB each at 256 px, about 70 KiB with context 2.1) and prefetch holds ``prefetch``
+    decoded batches.
 
     Args:
         file_pattern: glob (or list of globs) of TFRecord shards.
@@ -92,16 +95,21 @@ def make_dataset(
         repeat: passes over the data; None = forever when training, once otherwise.
         num_parallel_calls: parallel parse+decode calls (pinned: AUTOTUNE locks at one
             decoding thread in some runs on small machines).
-        crop_size: side of the stored crops; None = read from the first record.
+        crop_size: side of the person crops; None = read from the first record.
         drop_remainder: drop a last partial batch (static batch size); None = ``training``.
         prefetch: batches prepared ahead.
         cycle_length: shard files read concurrently.
+        context: ``image`` is the whole stored image, the crop with ``context_pad`` pixels of
+            surroundings on each side (side ``S = crop_size + 2 context_pad``, from the first
+            record), for the training step's augmentation. False: ``image`` is the crop
+            alone (only its window of the JPEG is decoded), whatever context the records hold.
 
     Returns:
         ``tf.data.Dataset`` of dicts: ``image`` uint8 [B, S, S, 3] plus every key of
         ``tfrecord.parse_batch`` except ``image_jpeg`` (``keypoints`` [B, K, 2] crop pixels,
         ``visibility`` int32 [B, K], ``image_keypoints``, ``crop_box``, ``bbox``, ``area``,
-        ``image_id``, ``annotation_id``, ``image_size``, ``filename``, ``head_size``).
+        ``image_id``, ``annotation_id``, ``image_size``, ``filename``, ``head_size``,
+        ``context_pad``).
 
     Raises:
         FileNotFoundError: the pattern matches no file.
@@ -115,8 +123,8 @@ def make_dataset(
     if repeat is not None and (not isinstance(repeat, int) or repeat < 1):
         raise ValueError(f"repeat must be None or an integer >= 1, received repeat={repeat!r}")
     files = list_shards(file_pattern)
-    if crop_size is None:
-        crop_size = _peek_crop_size(files)
+    recorded_crop, pad = _peek_sizes(files)
+    crop_size = crop_size or recorded_crop
     if drop_remainder is None:
         drop_remainder = training
     if deterministic and seed is None:
@@ -138,16 +146,23 @@ def make_dataset(
         dataset = dataset.repeat(repeat)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
-    image_spec = tf.TensorSpec([crop_size, crop_size, 3], tf.uint8)
+    side = crop_size + 2 * pad if context else crop_size
+    image_spec = tf.TensorSpec([side, side, 3], tf.uint8)
+
+    def decode(jpeg_and_pad):
+        jpeg, record_pad = jpeg_and_pad
+        if context:
+            image = tf.io.decode_jpeg(jpeg, channels=3)
+        else:
+            window = tf.stack([record_pad, record_pad, crop_size, crop_size])
+            image = tf.io.decode_and_crop_jpeg(jpeg, window, channels=3)
+        return tf.ensure_shape(image, image_spec.shape)
 
     def parse_and_decode(serialized):
         features = tfrecord.parse_batch(serialized, num_keypoints)
         jpegs = features.pop("image_jpeg")
-        images = tf.map_fn(
-            lambda jpeg: tf.ensure_shape(tf.io.decode_jpeg(jpeg, channels=3),
-                                         image_spec.shape),
-            jpegs, fn_output_signature=image_spec,
-        )
+        images = tf.map_fn(decode, (jpegs, features["context_pad"]),
+                           fn_output_signature=image_spec)
         return {"image": images, **features}
 
     dataset = dataset.map(parse_and_decode, num_parallel_calls=num_parallel_calls)

@@ -5,8 +5,11 @@ Fields (K = number of keypoints; coordinates follow ``keras_pose.keypoints``' co
 ==========================  =======  =====================================================
 key                         type     meaning
 ==========================  =======  =====================================================
-``image/encoded``           bytes    JPEG of the square person crop, ``crop_size`` x ``crop_size``
-``image/crop_size``         int64    side of the stored crop in pixels
+``image/encoded``           bytes    JPEG of the stored square: the person crop with
+                                     ``context_pad`` pixels of surroundings on each side,
+                                     ``crop_size + 2 context_pad`` pixels a side
+``image/crop_size``         int64    side of the person crop in pixels
+``image/context_pad``       int64    context pixels on each side of the crop (0 = none)
 ``image/id``                int64    COCO image id
 ``image/filename``          bytes    source image file name
 ``image/height``            int64    source image height
@@ -22,10 +25,12 @@ key                         type     meaning
                                      diagonal, or the head pair's length); 0 = unknown
 ==========================  =======  =====================================================
 
-A crop point ``c`` maps to the source image as ``box_xy + c * box_side / crop_size``.
-Unlabeled keypoints (v = 0) are stored as ``(0, 0)`` in both coordinate fields.
+A crop point ``c`` maps to the source image as ``box_xy + c * box_side / crop_size``; it is
+pixel ``c + context_pad`` of the stored image. Unlabeled keypoints (v = 0) are stored as
+``(0, 0)`` in both coordinate fields.
 
-``person/head_size`` is optional: records written before it existed parse with 0 (unknown).
+``person/head_size`` and ``image/context_pad`` are optional: records written before they existed
+parse with 0 (unknown head size; no context, the stored image is the crop).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class PersonRecord:
     area: float
     annotation_id: int
     head_size: float = 0.0  # PCKh size in image pixels; 0 = unknown
+    context_pad: int = 0  # context pixels stored on each side of the crop
 
 
 def _bytes(values):
@@ -75,6 +81,7 @@ def serialize_person(record: PersonRecord) -> bytes:
     feature = {
         "image/encoded": _bytes([record.image_jpeg]),
         "image/crop_size": _ints([record.crop_size]),
+        "image/context_pad": _ints([record.context_pad]),
         "image/id": _ints([record.image_id]),
         "image/filename": _bytes([record.filename.encode("utf-8")]),
         "image/height": _ints([record.image_height]),
@@ -110,6 +117,7 @@ def feature_spec(num_keypoints: int) -> dict[str, tf.io.FixedLenFeature]:
         "person/annotation_id": tf.io.FixedLenFeature([], tf.int64),
         # Optional with a default, so records from before the field still parse.
         "person/head_size": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+        "image/context_pad": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     }
 
 
@@ -122,7 +130,8 @@ def parse_batch(serialized: tf.Tensor, num_keypoints: int) -> dict[str, tf.Tenso
     ``bbox`` float32 [B, 4], ``area`` float32 [B], ``image_id`` int64 [B],
     ``annotation_id`` int64 [B], ``image_size`` int32 [B, 2] (height, width),
     ``filename`` string [B], ``head_size`` float32 [B] (PCKh size in source-image pixels,
-    0 = unknown). The JPEG is decoded separately (see ``dataset.py``).
+    0 = unknown), ``context_pad`` int32 [B] (the crop is the stored image's window at
+    ``(context_pad, context_pad)``). The JPEG is decoded separately (see ``dataset.py``).
     """
     k = num_keypoints
     parsed = tf.io.parse_example(serialized, feature_spec(k))
@@ -141,4 +150,5 @@ def parse_batch(serialized: tf.Tensor, num_keypoints: int) -> dict[str, tf.Tenso
         ),
         "filename": parsed["image/filename"],
         "head_size": parsed["person/head_size"],
+        "context_pad": tf.cast(parsed["image/context_pad"], tf.int32),
     }

@@ -87,6 +87,10 @@ class DataSection:
     val_annotations: str = ""
     crop_size: int = 256
     margin: float = 1.25
+    # Stored side / crop side: the records keep this much of the surrounding image around each
+    # crop, at the crop's scale, so a zoom-out or rotation shows real surroundings (1 = none,
+    # black there). keras_pose.augment.context_needed([augment]) is what the ranges reach.
+    context: float = 1.0
     shuffle_buffer: int = 2048
     num_parallel_calls: int = 2
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
@@ -255,6 +259,9 @@ class Pipeline:
         for section, key in positive:
             if getattr(getattr(self, section), key) <= 0:
                 raise PipelineError(f"{source}: [{section}] {key} must be > 0")
+        if not 1.0 <= self.data.context <= 8.0:
+            raise PipelineError(f"{source}: [data] context must be in [1, 8] (stored side / "
+                                f"crop side), received {self.data.context}")
         self._validate_metrics(source)
         self._validate_cascade(source)
 

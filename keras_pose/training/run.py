@@ -27,7 +27,13 @@ from keras_pose.models import build_model
 from keras_pose.resources import peak_rss_mib
 from keras_pose.training import callbacks as cbs
 from keras_pose.training import cascade
-from keras_pose.training.config import Pipeline, PipelineError, SourceSection, to_toml
+from keras_pose.training.config import (
+    DataSection,
+    Pipeline,
+    PipelineError,
+    SourceSection,
+    to_toml,
+)
 from keras_pose.training.schedules import PoseSchedule
 from keras_pose.training.trainer import PoseTrainer
 
@@ -78,8 +84,8 @@ def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
     """Make (or reuse) the synthetic dataset and its TFRecords; point the pipeline at them.
 
     Both steps are cached: the generator reuses a folder that already holds the same dataset,
-    and records whose manifest names the same annotation SHA-256, crop size, margin and
-    converter version are reused.
+    and records whose manifest names the same annotation SHA-256, crop size, margin, context
+    and converter version are reused.
     """
     syn, data = pipeline.data.synthetic, pipeline.data
     root = pathlib.Path(syn.directory)
@@ -88,14 +94,14 @@ def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
                                    image_size=syn.image_size)
     for split, split_annotations in splits.items():
         if _reusable_manifest(records / converter.manifest_name(split),
-                              _file_sha256(split_annotations), data.crop_size, data.margin):
+                              _file_sha256(split_annotations), data):
             continue
         print(f"Converting the synthetic {split} split to TFRecords in {records} ...",
               flush=True)
         converter.convert_coco(annotations=split_annotations,
                              images=split_annotations.parent / "images",
                              output=records, split=split, crop_size=data.crop_size,
-                             margin=data.margin, overwrite=True)
+                             margin=data.margin, context=data.context, overwrite=True)
     data = dataclasses.replace(
         data,
         train_records=str(records / "train-*.tfrecord"),
@@ -140,10 +146,11 @@ def _file_sha256(path: pathlib.Path | None) -> str | None:
     return None if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _reusable_manifest(manifest_path: pathlib.Path, sha256: str | None, crop_size: int,
-                       margin: float) -> dict | None:
+def _reusable_manifest(manifest_path: pathlib.Path, sha256: str | None,
+                       data: DataSection) -> dict | None:
     """The existing manifest if this converter version made it from a file of this SHA-256
-    with this crop size and margin (the cache rule of both data-preparation steps)."""
+    with ``[data]``'s crop size, margin and context (the cache rule of both data-preparation
+    steps)."""
     if not manifest_path.exists():
         return None
     previous = json.loads(manifest_path.read_text())
@@ -151,16 +158,16 @@ def _reusable_manifest(manifest_path: pathlib.Path, sha256: str | None, crop_siz
         # Another converter version may use another pixel convention.
         previous.get("version") == converter.MANIFEST_VERSION
         and previous.get("source", {}).get("sha256") == sha256
-        and (previous.get("crop_size"), previous.get("margin")) == (crop_size, margin)
+        and (previous.get("crop_size"), previous.get("margin"), previous.get("context"))
+        == (data.crop_size, data.margin, data.context)
     )
     return previous if same else None
 
 
 def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSection,
-                     crop_size: int, margin: float) -> dict | None:
+                     data: DataSection) -> dict | None:
     """The existing manifest if it was made from the same files, range, layout and crop."""
-    previous = _reusable_manifest(manifest_path, _file_sha256(job["annotations"]), crop_size,
-                                  margin)
+    previous = _reusable_manifest(manifest_path, _file_sha256(job["annotations"]), data)
     if previous is None:
         return None
     made = previous["source"]
@@ -174,8 +181,9 @@ def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSecti
 
 
 def _convert_source_split(source: SourceSection, job: dict, records: pathlib.Path, split: str,
-                          crop_size: int, margin: float) -> dict:
-    options = {"output": records, "split": split, "crop_size": crop_size, "margin": margin,
+                          data: DataSection) -> dict:
+    options = {"output": records, "split": split, "crop_size": data.crop_size,
+               "margin": data.margin, "context": data.context,
                "workers": source.workers or None, "overwrite": True}
     if source.format == "coco":
         return converter.convert_coco(job["annotations"], job["images"], **options)
@@ -191,8 +199,8 @@ def prepare_source_data(pipeline: Pipeline) -> Pipeline:
     """Convert ``[data.source]`` (both splits) to TFRecords, cached; point the pipeline at them.
 
     Records go to ``DIRECTORY/records-CROP/{train,val}-*.tfrecord``. A split is reused when its
-    manifest names the same annotation file SHA-256, image range, head boxes, layout, crop size
-    and margin. ``[data] keypoint_set`` becomes the records' (the format decides it), and
+    manifest names the same annotation file SHA-256, image range, head boxes, layout, crop size,
+    margin and context. ``[data] keypoint_set`` becomes the records' (the format decides it), and
     ``val_annotations`` the validation split's ground truth (COCO: the source file; the other
     formats: the converter's ``val.annotations.json``).
 
@@ -213,16 +221,14 @@ def prepare_source_data(pipeline: Pipeline) -> Pipeline:
     manifests = {}
     for split in ("train", "val"):
         job = _source_split(source, split)
-        manifest = _cached_manifest(records / converter.manifest_name(split), job, source,
-                                    data.crop_size, data.margin)
+        manifest = _cached_manifest(records / converter.manifest_name(split), job, source, data)
         if manifest is None:
             span = job["image_range"]
             print(f"Converting the {source.format} {split} split"
                   f"{f' ({span[0]}-{span[1]})' if span else ''} to TFRecords in {records} ...",
                   flush=True)
             try:
-                manifest = _convert_source_split(source, job, records, split, data.crop_size,
-                                                 data.margin)
+                manifest = _convert_source_split(source, job, records, split, data)
             except ValueError as error:  # ConversionError: bad files, no records
                 raise RunError(f"[data.source] {split} split: {error}") from None
         manifests[split] = manifest
@@ -372,6 +378,7 @@ def trainer_for(pipeline: Pipeline, network) -> PoseTrainer:
         output_weights=pipeline.loss.output_weights or None,
         seed=pipeline.train.seed,
         sampler=resolve_sampler(pipeline),
+        crop_size=pipeline.data.crop_size,
     )
 
 
@@ -386,6 +393,8 @@ def _dataset(pipeline: Pipeline, pattern: str, training: bool, num_keypoints: in
         seed=pipeline.train.seed,
         num_parallel_calls=pipeline.data.num_parallel_calls,
         drop_remainder=drop_remainder,
+        # Training reads the records' context for augmentation; evaluation the crop alone.
+        context=training,
     )
     if not training:
         # Declare the length (from the manifest): Keras otherwise warns "Your input ran out of
@@ -447,6 +456,30 @@ def read_records_manifest(pattern: str, role: str) -> dict:
         raise RunError(f"[data] {role} = {pattern!r}: {error}") from None
 
 
+def check_records_crop(manifest: dict, data: DataSection, role: str) -> None:
+    """Refuse records cut with another crop size or margin than ``[data]`` says.
+
+    The network learns the records' crop (``margin`` x the box, ``crop_size`` pixels) and the
+    export serves ``[data] margin`` x the box: a difference would be a silent train/serve skew.
+    Less context than ``[data] context`` only shows black where augmentation looks past it,
+    and is said so.
+    """
+    for key in ("crop_size", "margin"):
+        recorded, wanted = manifest.get(key), getattr(data, key)
+        if recorded is not None and recorded != wanted:
+            raise RunError(
+                f"[data] {role}: the records were cut with {key} = {recorded} "
+                f"({manifest.get('manifest_path', 'their manifest')}) but [data] {key} = "
+                f"{wanted}; set [data] {key} = {recorded} or convert the records again with "
+                f"{key} {wanted}")
+    recorded_context = float(manifest.get("context", 1.0))
+    if role == "train_records" and recorded_context < data.context:
+        print(f"Note: [data] train_records hold context {recorded_context:g} (stored side / "
+              f"crop side), less than [data] context = {data.context:g}: augmentation shows "
+              "black past it. Convert them again with that context for real surroundings.",
+              flush=True)
+
+
 def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str = "auto"
           ) -> dict:
     """Run a whole pipeline; return the closing summary (also written to ``summary.json``).
@@ -490,6 +523,7 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         if manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
             raise RunError(f"[data] {role} hold {manifest['keypoint_set']} keypoints but "
                            f"[data] keypoint_set = {keypoint_set.name!r}")
+        check_records_crop(manifest, pipeline.data, role)
 
     try:
         return _train(pipeline, output_dir, started, strategy, chief, work_dir, keypoint_set,

@@ -73,6 +73,9 @@ class PoseTrainer(keras.Model):
         output_weights: weight of each output in the summed loss (default all 1).
         seed: base seed of the augmentation draws.
         sampler: ``"gather"`` (XLA-compilable) or ``"affine_transform"``.
+        crop_size: side of the person crop inside the reader's images (``[data] crop_size``);
+            images larger than it carry context around the crop (``make_dataset(context=
+            True)``), which augmentation samples. None = the images' side.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class PoseTrainer(keras.Model):
         output_weights: list[float] | None = None,
         seed: int = 0,
         sampler: str = "gather",
+        crop_size: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -94,6 +98,7 @@ class PoseTrainer(keras.Model):
         self.sigma = sigma or None
         self.seed = int(seed)
         self.sampler = sampler
+        self.crop_size = crop_size
         spec = network.output_spec
         self.spec = spec
         self.output_names_ = list(spec.output_names)
@@ -147,6 +152,7 @@ class PoseTrainer(keras.Model):
             seed=seed,
             training=use_augmentation,
             sampler=self.sampler,
+            crop_size=self.crop_size,
         )
         weights = targets.keypoint_weights(out["keypoints"], out["visibility"], self.input_hw)
         if self.spec.kind == HEATMAPS:
