@@ -295,7 +295,7 @@ class CascadeStageTrainer(keras.Model):
     def __init__(self, stage_network: keras.Model, *, template: DeepPose,
                  errors: ErrorDistribution, draws: int, keypoint_set: KeypointSet,
                  augment_config: augment.AugmentConfig | None, seed: int = 0,
-                 sampler: str = "gather", **kwargs):
+                 sampler: str = "gather", records_crop_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if template.torso is None:
             raise ValueError("stage-wise cascade training needs the network's torso pair "
@@ -315,6 +315,7 @@ class CascadeStageTrainer(keras.Model):
         self.flip_permutation = np.asarray(keypoint_set.flip_permutation, np.int32)
         self.seed = int(seed)
         self.sampler = sampler
+        self.records_crop_size = records_crop_size
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.distance_tracker = keras.metrics.Mean(name="distance")
         self.built = True
@@ -334,7 +335,8 @@ class CascadeStageTrainer(keras.Model):
             batch["image"], batch["keypoints"], batch["visibility"], input_size=self.input_hw,
             config=self.augment_config or augment.AugmentConfig(),
             flip_permutation=self.flip_permutation, seed=seed,
-            training=training and self.augment_config is not None, sampler=self.sampler)
+            training=training and self.augment_config is not None, sampler=self.sampler,
+            crop_size=self.records_crop_size)
         height, width = self.input_hw
         points = prepared["keypoints"]
         weights = targets.keypoint_weights(points, prepared["visibility"], self.input_hw)
@@ -449,6 +451,9 @@ class StageSettings:
     sampler: str
     jit_compile: bool
     metric_names: list[str]
+    # Side of the person crop inside the training reader's images ([data] crop_size); the
+    # images hold context around it (None: no context).
+    records_crop_size: int | None = None
 
 
 def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, measure_ds,
@@ -535,7 +540,8 @@ def _stage_network(stage, previous, errors, settings, train_ds, val_ds, make_opt
     trainer = CascadeStageTrainer(network, template=previous, errors=errors,
                                   draws=settings.draws, keypoint_set=settings.keypoint_set,
                                   augment_config=settings.augment_config,
-                                  seed=settings.seed + stage, sampler=settings.sampler)
+                                  seed=settings.seed + stage, sampler=settings.sampler,
+                                  records_crop_size=settings.records_crop_size)
     trainer.compile(optimizer=make_optimizer(), jit_compile=settings.jit_compile)
     logs = work_dir / "logs" / f"stage_{stage}"
     stage_callbacks = list(callbacks(stage)) if callbacks else []

@@ -713,7 +713,7 @@ def _train_cascade(pipeline: Pipeline, trainer: PoseTrainer, strategy, chief: bo
         error_batches=None, keypoint_set=keypoint_set,
         augment_config=augment_config(pipeline), seed=pipeline.train.seed,
         sampler=trainer.sampler, jit_compile=resolve_jit_compile(pipeline.train.jit_compile),
-        metric_names=metric_names)
+        metric_names=metric_names, records_crop_size=pipeline.data.crop_size)
     stage_pipeline = _cascade_pipeline(pipeline)
 
     def stage_callbacks(stage: int) -> list:
