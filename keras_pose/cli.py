@@ -58,7 +58,7 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from keras_pose.training.config import PipelineError, load_pipeline
+    from keras_pose.pipeline import PipelineError, load_pipeline
     from keras_pose.training.run import RunError, format_summary, train
 
     try:

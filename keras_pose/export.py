@@ -126,7 +126,7 @@ def load_pose_model(path: str | os.PathLike) -> LoadedModel:
     pipeline = None
     pipeline_file = keras_file.parent / "pipeline.resolved.toml"
     if pipeline_file.exists():
-        from keras_pose.training.config import load_pipeline
+        from keras_pose.pipeline import load_pipeline
 
         pipeline = load_pipeline(pipeline_file)
     try:

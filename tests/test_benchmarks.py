@@ -192,7 +192,7 @@ def test_all_argv_parses_with_the_subcommand_parser(module):
 
 def test_memory_runs_are_valid_shortened_pipelines(tmp_path):
     from keras_pose.cli import DEFAULT_PIPELINE
-    from keras_pose.training.config import load_pipeline
+    from keras_pose.pipeline import load_pipeline
 
     parser = argparse.ArgumentParser()
     memory.add_arguments(parser)

@@ -14,8 +14,8 @@ from keras_pose.data import synthetic
 from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models.deeppose import DeepPose
 from keras_pose.models.layers import CascadeUpdate, PatchCrop, crop_sides, crop_square_patches
+from keras_pose.pipeline import PipelineError, load_pipeline
 from keras_pose.training import cascade
-from keras_pose.training.config import PipelineError, load_pipeline
 from keras_pose.training.run import model_options
 from keras_pose.training.trainer import PoseTrainer
 

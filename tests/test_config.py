@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -15,7 +17,7 @@ from tiny_pose import TinyHeatmapPose
 from keras_pose.augment import AugmentConfig
 from keras_pose.keypoints import COCO17
 from keras_pose.models import MODELS
-from keras_pose.training.config import (
+from keras_pose.pipeline import (
     PipelineError,
     load_pipeline,
     pipeline_from_dict,
@@ -166,3 +168,14 @@ def test_every_shipped_augmentation_trains_in_the_trainer_step():
         history = trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=2,
                               steps_per_epoch=1, verbose=0, shuffle=False)
         assert np.all(np.isfinite(history.history["loss"])), config
+
+
+def test_loading_a_pipeline_needs_no_deep_learning_framework():
+    """The schema is free of Keras and TensorFlow: tools that only read a pipeline (and the
+    export reading a run's pipeline) do not pay for importing them."""
+    code = ("import sys; from keras_pose.pipeline import load_pipeline; "
+            "load_pipeline(sys.argv[1]); "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code, str(PIPELINES[0])],
+                               capture_output=True, text=True, timeout=120, check=True)
+    assert completed.stdout.strip() == "[]", completed.stdout

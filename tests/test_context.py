@@ -18,8 +18,8 @@ from keras_pose.data import tfrecord
 from keras_pose.data.convert import MANIFEST_VERSION, convert_coco
 from keras_pose.data.dataset import make_dataset
 from keras_pose.keypoints import COCO17
+from keras_pose.pipeline import DataSection, load_pipeline
 from keras_pose.training import run
-from keras_pose.training.config import DataSection, load_pipeline
 from keras_pose.training.trainer import PoseTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

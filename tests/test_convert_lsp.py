@@ -16,9 +16,9 @@ from keras_pose.data import lsp as lsp_lib
 from keras_pose.data.convert import ConversionError, convert_lsp
 from keras_pose.data.dataset import make_dataset
 from keras_pose.keypoints import LSP14
+from keras_pose.pipeline import load_pipeline
 from keras_pose.targets import keypoint_weights
 from keras_pose.training import run
-from keras_pose.training.config import load_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = LSP14.num_keypoints

@@ -281,7 +281,7 @@ base = "{base}"
 PREPARE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
-    from keras_pose.training.config import load_pipeline
+    from keras_pose.pipeline import load_pipeline
     from keras_pose.training.run import prepare_synthetic_data
     prepare_synthetic_data(load_pipeline(sys.argv[1], ["train.strategy='default'"]))
 """)
@@ -335,7 +335,7 @@ def test_multiworker_run_writes_only_from_the_chief(tmp_path):
 JIT_RULES = textwrap.dedent("""
     logical_cpus(2)
     import tensorflow as tf
-    from keras_pose.training.config import PipelineError
+    from keras_pose.pipeline import PipelineError
     from keras_pose.training.run import resolve_jit_compile
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     results = {"auto": resolve_jit_compile("auto", strategy),

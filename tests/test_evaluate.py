@@ -166,7 +166,7 @@ def constant_run(tmp_path_factory):
     """A run directory whose network always predicts the same normalized coordinates."""
     import sys
 
-    from keras_pose.training.config import Pipeline, to_toml
+    from keras_pose.pipeline import Pipeline, to_toml
 
     sys.path.insert(0, str(REPO / "tests"))
     from tiny_pose import ConstantCoordinatePose

@@ -349,7 +349,7 @@ def test_wrong_inputs_give_clear_errors(exports):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, exports):
-    from keras_pose.training.config import Pipeline, to_toml
+    from keras_pose.pipeline import Pipeline, to_toml
 
     run = tmp_path_factory.mktemp("runs") / "tiny_run"
     run.mkdir()

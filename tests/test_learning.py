@@ -13,7 +13,7 @@ import pytest
 from keras_pose import evaluate
 from keras_pose.data import convert, dataset
 from keras_pose.keypoints import COCO17, LSP14
-from keras_pose.training.config import load_pipeline
+from keras_pose.pipeline import load_pipeline
 from keras_pose.training.run import build_trainer, train
 
 QUICKSTART = pathlib.Path(__file__).resolve().parents[1] / "pipelines" / "quickstart.toml"

@@ -102,7 +102,7 @@ def test_chained_prediction_resnet50_pipeline_is_the_poster_configuration():
     import pathlib
 
     from keras_pose.keypoints import get_keypoint_set
-    from keras_pose.training.config import load_pipeline
+    from keras_pose.pipeline import load_pipeline
 
     path = pathlib.Path(__file__).parents[1] / "pipelines" / "chained_prediction_resnet50_coco.toml"
     pipeline = load_pipeline(path)

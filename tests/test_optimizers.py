@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_pose.pipeline import load_pipeline
 from keras_pose.training import optimizers
-from keras_pose.training.config import load_pipeline
 from keras_pose.training.run import make_optimizer
 
 PIPELINES = pathlib.Path(__file__).parents[1] / "pipelines"

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from keras_pose.keypoints import get_keypoint_set
-from keras_pose.training.config import load_pipeline
+from keras_pose.pipeline import load_pipeline
 from keras_pose.training.run import build_trainer, make_optimizer
 
 PIPELINES = sorted((pathlib.Path(__file__).parents[1] / "pipelines").glob("*.toml"))

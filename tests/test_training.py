@@ -254,8 +254,8 @@ def test_poster_accuracy_with_a_coordinate_model_is_refused_at_start():
     from tiny_pose import TinyCoordinatePose, TinyHeatmapPose
 
     from keras_pose.keypoints import LSP14
+    from keras_pose.pipeline import PipelineError, load_pipeline
     from keras_pose.training import run
-    from keras_pose.training.config import PipelineError, load_pipeline
 
     pipeline = load_pipeline(None, ['data.keypoint_set="lsp14"',
                                     'callbacks.metrics=["pck_torso", "poster_acc"]'])
@@ -300,7 +300,7 @@ def _as_lsp14(coco_json: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
 
 def test_a_run_on_a_keypoint_set_without_oks_sigmas_skips_coco_ap(tmp_path, capsys):
     from keras_pose.data import convert, synthetic
-    from keras_pose.training.config import load_pipeline
+    from keras_pose.pipeline import load_pipeline
     from keras_pose.training.run import format_summary, train
 
     splits = synthetic.make_splits(tmp_path / "synthetic", 4, 3, 0, image_size=64,
@@ -385,7 +385,7 @@ def test_summary_shows_the_flip_tested_headline_beside_the_plain_one():
 
 
 def test_no_flip_test_for_networks_trained_without_mirrored_inputs():
-    from keras_pose.training.config import load_pipeline
+    from keras_pose.pipeline import load_pipeline
     from keras_pose.training.run import flip_test_skipped
 
     quickstart = load_pipeline(REPO / "pipelines" / "quickstart.toml")

@@ -69,7 +69,7 @@ def _overrides(name: str, args: argparse.Namespace, work: pathlib.Path) -> list[
 
 def _measure(name: str, args: argparse.Namespace) -> dict:
     from keras_pose.cli import DEFAULT_PIPELINE
-    from keras_pose.training.config import PipelineError, load_pipeline
+    from keras_pose.pipeline import PipelineError, load_pipeline
 
     with tempfile.TemporaryDirectory(prefix=f"keras_pose_memory_{name}_") as temp:
         work = pathlib.Path(temp)

@@ -128,7 +128,7 @@ def benchmark_pipeline(spec: dict):
     """The ``Pipeline`` a user would write for this configuration (defaults elsewhere)."""
     import dataclasses
 
-    from keras_pose.training.config import Pipeline
+    from keras_pose.pipeline import Pipeline
 
     pipeline = Pipeline(name="benchmark")
     return dataclasses.replace(

@@ -24,16 +24,16 @@ from keras_pose.data.source import parse_range
 from keras_pose.io import write_json_atomic, write_text_atomic
 from keras_pose.keypoints import get_keypoint_set
 from keras_pose.models import build_model
-from keras_pose.resources import peak_rss_mib
-from keras_pose.training import callbacks as cbs
-from keras_pose.training import cascade
-from keras_pose.training.config import (
+from keras_pose.pipeline import (
     DataSection,
     Pipeline,
     PipelineError,
     SourceSection,
     to_toml,
 )
+from keras_pose.resources import peak_rss_mib
+from keras_pose.training import callbacks as cbs
+from keras_pose.training import cascade
 from keras_pose.training.schedules import PoseSchedule
 from keras_pose.training.trainer import PoseTrainer
 

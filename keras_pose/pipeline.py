@@ -9,6 +9,7 @@ Unknown or mistyped keys are errors that name the key, the file and the valid ke
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import typing
 from collections.abc import Iterable, Mapping
@@ -17,9 +18,127 @@ from typing import Any
 import tomllib
 
 from keras_pose import metrics
-from keras_pose.augment import AugmentConfig
 from keras_pose.data.source import parse_range
 from keras_pose.keypoints import KEYPOINT_SETS
+
+# [augment]'s choices; AugmentConfig is defined here, free of Keras, so that loading a
+# pipeline needs no deep-learning framework (keras_pose.augment applies it).
+DISTRIBUTIONS = ("uniform", "clipped_normal")
+SCALE_MODES = ("linear", "log2")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random transform; the pipeline file sets these fields.
+
+    Defaults follow the Residual Stacked Hourglass poster (rotation +-40 degrees, scale +-30%,
+    translation 2% of the input size, each uniform) plus the usual horizontal flip; the
+    rotation probability follows the official hourglass code (``pose-hg-train`` rotates 40% of
+    the samples).
+
+    ``distribution`` says how ``rotation``, ``scale`` and ``translation`` are read:
+
+    - ``"uniform"`` (default): each is the half-width of a uniform draw, e.g. the angle is
+      uniform in ``[-rotation, rotation]``.
+    - ``"clipped_normal"``: each is the standard deviation of a normal draw clipped at two
+      standard deviations, e.g. the angle is ``clip(N(0, rotation^2), -2 rotation,
+      2 rotation)``. This is ``rnd(x) = max(-2x, min(2x, randn() * x))`` of the hourglass
+      code (``pose-hg-train`` ``src/util/pose.lua``); 4.55% of the draws sit on a clip bound.
+
+    ``scale_mode`` says how the scale draw ``d`` becomes a zoom factor: ``"linear"``
+    (default) ``1 + d``; ``"log2"`` ``2 ** d``, as the hourglass code scales its crop by
+    ``2 ^ rnd(0.25)`` (zoom in ``[2 ** -0.5, 2 ** 0.5]``, symmetric in log scale).
+
+    Args:
+        rotation: rotation range in degrees (half-width or standard deviation, above).
+        rotation_prob: probability that a sample is rotated at all.
+        scale: zoom range (half-width or standard deviation of ``d``, above; a zoom above 1
+            makes the person appear larger).
+        translation: shift range as a fraction of the input size, drawn per axis and
+            multiplied by (width, height).
+        flip_prob: probability of a horizontal flip (with left/right keypoints swapped).
+        brightness: photometric jitter, off at 0: adds ``U(-brightness, brightness) * 255``.
+        contrast: multiplies the deviation from the image's mean grey by
+            ``U(1 - contrast, 1 + contrast)``; off at 0.
+        saturation: multiplies the deviation from each pixel's grey by
+            ``U(1 - saturation, 1 + saturation)``; off at 0.
+        channel_scale: multiplies each colour channel by its own
+            ``U(1 - channel_scale, 1 + channel_scale)`` and clips to [0, 255], the hourglass
+            code's colour augmentation (0.4 there); off at 0. Photometric draws are uniform
+            whatever ``distribution`` says.
+        distribution: ``"uniform"`` or ``"clipped_normal"`` (above).
+        scale_mode: ``"linear"`` or ``"log2"`` (above).
+    """
+
+    rotation: float = 40.0
+    rotation_prob: float = 0.4
+    scale: float = 0.3
+    translation: float = 0.02
+    flip_prob: float = 0.5
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    channel_scale: float = 0.0
+    distribution: str = "uniform"
+    scale_mode: str = "linear"
+
+    def __post_init__(self):
+        _check_choice("distribution", self.distribution, DISTRIBUTIONS)
+        _check_choice("scale_mode", self.scale_mode, SCALE_MODES)
+        # The largest draw is the range itself (uniform) or twice it (clipped normal).
+        reach = 2.0 if self.distribution == "clipped_normal" else 1.0
+        why = (" (clipped_normal draws reach twice the range)" if reach > 1 else "")
+        _check_range("rotation", self.rotation, 0.0, 180.0 / reach, why=why)
+        _check_range("rotation_prob", self.rotation_prob, 0.0, 1.0)
+        if self.scale_mode == "linear":  # the zoom 1 - reach * scale must stay positive
+            _check_range("scale", self.scale, 0.0, 1.0 / reach, upper_open=True, why=why)
+        else:
+            _check_range("scale", self.scale, 0.0, 1.0, upper_open=True)
+        _check_range("translation", self.translation, 0.0, 1.0)
+        _check_range("flip_prob", self.flip_prob, 0.0, 1.0)
+        _check_range("brightness", self.brightness, 0.0, 1.0)
+        _check_range("contrast", self.contrast, 0.0, 1.0)
+        _check_range("saturation", self.saturation, 0.0, 1.0)
+        _check_range("channel_scale", self.channel_scale, 0.0, 1.0)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> AugmentConfig:
+        """Build a config from a pipeline-file table, rejecting unknown keys by name."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown augmentation option(s) {unknown}; allowed options: {sorted(known)}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, float | str]:
+        return dataclasses.asdict(self)
+
+    @property
+    def photometric(self) -> bool:
+        return (self.brightness > 0 or self.contrast > 0 or self.saturation > 0
+                or self.channel_scale > 0)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"AugmentConfig.{name} must be one of {list(allowed)}, received {name}={value!r}"
+        )
+
+
+def _check_range(name, value, low, high, upper_open=False, why=""):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"AugmentConfig.{name} must be a number, received {name}={value!r}")
+    too_high = value >= high if upper_open else value > high
+    if value < low or too_high:
+        bracket = ")" if upper_open else "]"
+        raise ValueError(
+            f"AugmentConfig.{name} must be in [{low}, {high}{bracket}{why}, "
+            f"received {name}={value}"
+        )
 
 
 class PipelineError(ValueError):
