@@ -42,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from keras_pose import runs
 from keras_pose.io import match_umask, write_text_atomic
 from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet, get_keypoint_set
+from keras_pose.pipeline import load_pipeline
 from keras_pose.serving import (
     MAX_BOX_VALUE,
     OUTPUTS,
@@ -109,26 +111,11 @@ def load_pose_model(path: str | os.PathLike) -> LoadedModel:
 
     import keras_pose.models  # noqa: F401  (registers the custom layers and model classes)
 
-    path = pathlib.Path(path)
-    if path.is_dir():
-        keras_file = path / "model.keras"
-        if not keras_file.exists():
-            raise ExportError(
-                f"{path} is a directory without model.keras; pass a run directory "
-                "(runs/NAME with model.keras) or a .keras file"
-            )
-    elif path.suffix == ".keras":
-        keras_file = path
-        if not keras_file.exists():
-            raise ExportError(f"model file not found: {keras_file}")
-    else:
-        raise ExportError(f"{path}: expected a run directory or a .keras file")
-    pipeline = None
-    pipeline_file = keras_file.parent / "pipeline.resolved.toml"
-    if pipeline_file.exists():
-        from keras_pose.pipeline import load_pipeline
-
-        pipeline = load_pipeline(pipeline_file)
+    try:
+        keras_file, pipeline_file = runs.find_model(path)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    pipeline = load_pipeline(pipeline_file) if pipeline_file else None
     try:
         model = keras.saving.load_model(keras_file, compile=False)
     except Exception as error:  # keras raises many types for a bad or foreign file

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 
 import keras
 import numpy as np
@@ -34,6 +33,7 @@ from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
 from keras_pose.models.deeppose import DeepPose, apply_stage_regressor
 from keras_pose.models.layers import crop_sides, crop_square_patches
+from keras_pose.runs import RunLayout
 from keras_pose.training.callbacks import atomic_save_network
 from keras_pose.training.trainer import StepSeed, _replica_id
 
@@ -457,14 +457,14 @@ class StageSettings:
 
 
 def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, measure_ds,
-                  val_ds, make_optimizer, work_dir: pathlib.Path, callbacks=(),
+                  val_ds, make_optimizer, run: RunLayout, callbacks=(),
                   chief: bool = True, verbose="auto") -> tuple[DeepPose, list[dict]]:
     """Train stages 2..S one after another on simulated predictions; assemble the cascade.
 
     For each stage s: measure stage s - 1's error distribution on ``measure_ds`` (training
     records, not augmented), train stage s on ``train_ds`` for ``epochs`` x
     ``steps_per_epoch`` steps with an optimizer from ``make_optimizer()``, then score the
-    cascade 1..s on ``val_ds``. A stage whose ``stage_<s>.keras`` exists in ``work_dir`` is
+    cascade 1..s on ``val_ds``. A stage whose ``stage_<s>.keras`` exists in the run directory is
     taken from there (a re-run resumes after the last finished stage).
 
     Args:
@@ -473,7 +473,7 @@ def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, mea
         train_ds, measure_ds, val_ds: reader datasets (training; training records once;
             validation).
         make_optimizer: a function returning a fresh optimizer for a stage.
-        work_dir: where ``stage_<s>.keras``, ``cascade.json`` and ``logs/stage_<s>`` go.
+        run: the run directory (``stage_<s>.keras``, ``cascade.json``, ``logs/stage_<s>``).
         callbacks: a function stage -> list of extra Keras callbacks (or an empty tuple).
         chief: whether this process writes files.
         verbose: ``fit``'s verbosity.
@@ -483,20 +483,19 @@ def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, mea
         :func:`held_out_report`) and, for stages before the last, ``train_errors`` (the
         :class:`ErrorDistribution` the next stage was trained on, as a dict).
     """
-    work_dir = pathlib.Path(work_dir)
     reports = []
     networks: list[keras.Model] = []
     cascade = stage_one
-    writer = tf.summary.create_file_writer(str(work_dir / "logs" / "cascade")) if chief else None
+    writer = tf.summary.create_file_writer(str(run.logs / "cascade")) if chief else None
     for stage in range(1, settings.stages + 1):
         if stage > 1:
-            errors = _stage_errors(stage, cascade, measure_ds, settings, work_dir, chief)
+            errors = _stage_errors(stage, cascade, measure_ds, settings, run, chief)
             reports[-1]["train_errors"] = errors.to_dict()
             print(f"Cascade: stage {stage - 1}'s mean error on the training records "
                   f"{errors.overall_mean_distance():.4f} ({errors.unit} units), the "
                   f"distribution stage {stage} trains on", flush=True)
             networks.append(_stage_network(stage, cascade, errors, settings, train_ds, val_ds,
-                                           make_optimizer, work_dir, callbacks, chief,
+                                           make_optimizer, run, callbacks, chief,
                                            verbose))
             cascade = assemble_cascade(stage_one, networks)
         held_out = held_out_report(cascade, val_ds, settings.keypoint_set,
@@ -509,17 +508,17 @@ def train_cascade(stage_one: DeepPose, settings: StageSettings, *, train_ds, mea
               f"{_fmt(held_out['mean_error_px'], 2)} px", flush=True)
         if writer is not None:
             _log_stage(writer, reports, stage)
-            write_json_atomic(work_dir / "cascade.json", {"stages": reports})
+            write_json_atomic(run.cascade, {"stages": reports})
     if writer is not None:
         writer.close()
     return cascade, reports
 
 
-def _stage_errors(stage, previous, measure_ds, settings, work_dir, chief) -> ErrorDistribution:
+def _stage_errors(stage, previous, measure_ds, settings, run, chief) -> ErrorDistribution:
     """The error distribution stage ``stage`` trains on: the one a finished stage was trained
     on (``stage_<s>.errors.json`` beside ``stage_<s>.keras``), else measured now (and saved)."""
-    path = work_dir / f"stage_{stage}.errors.json"
-    if path.exists() and (work_dir / f"stage_{stage}.keras").exists():
+    path = run.stage_errors(stage)
+    if path.exists() and run.stage_model(stage).exists():
         return ErrorDistribution.from_dict(json.loads(path.read_text()))
     errors = measure_errors(previous, measure_ds, sampler=settings.sampler,
                             max_batches=settings.error_batches)
@@ -529,10 +528,10 @@ def _stage_errors(stage, previous, measure_ds, settings, work_dir, chief) -> Err
 
 
 def _stage_network(stage, previous, errors, settings, train_ds, val_ds, make_optimizer,
-                   work_dir, callbacks, chief, verbose) -> keras.Model:
+                   run, callbacks, chief, verbose) -> keras.Model:
     """Stage ``stage``'s trained network: from ``stage_<s>.keras`` if a run made it, else
     trained now (and saved there)."""
-    path = work_dir / f"stage_{stage}.keras"
+    path = run.stage_model(stage)
     if path.exists():
         print(f"Cascade: stage {stage} taken from {path}", flush=True)
         return keras.saving.load_model(path, compile=False)
@@ -543,11 +542,11 @@ def _stage_network(stage, previous, errors, settings, train_ds, val_ds, make_opt
                                   seed=settings.seed + stage, sampler=settings.sampler,
                                   records_crop_size=settings.records_crop_size)
     trainer.compile(optimizer=make_optimizer(), jit_compile=settings.jit_compile)
-    logs = work_dir / "logs" / f"stage_{stage}"
+    logs = run.stage_logs(stage)
     stage_callbacks = list(callbacks(stage)) if callbacks else []
     if chief:
         stage_callbacks += [keras.callbacks.TensorBoard(str(logs)),
-                            keras.callbacks.CSVLogger(str(work_dir / f"history_stage_{stage}.csv"))]
+                            keras.callbacks.CSVLogger(str(run.stage_history(stage)))]
     trainer.fit(train_ds, epochs=settings.epochs, steps_per_epoch=settings.steps_per_epoch,
                 validation_data=val_ds, callbacks=stage_callbacks, verbose=verbose,
                 shuffle=False)

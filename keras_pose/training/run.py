@@ -32,6 +32,7 @@ from keras_pose.pipeline import (
     to_toml,
 )
 from keras_pose.resources import peak_rss_mib
+from keras_pose.runs import RunLayout
 from keras_pose.training import callbacks as cbs
 from keras_pose.training import cascade
 from keras_pose.training.schedules import PoseSchedule
@@ -506,8 +507,8 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     # First: MultiWorkerMirroredStrategy must configure collectives before TF initializes.
     strategy = make_strategy(pipeline.train.strategy)
     chief, task_id = worker_role(strategy)
-    work_dir = output_dir if chief else output_dir / "workers" / f"worker-{task_id}"
-    work_dir.mkdir(parents=True, exist_ok=True)
+    run = RunLayout.for_worker(output_dir, chief, task_id)
+    run.work_dir.mkdir(parents=True, exist_ok=True)
     if pipeline.data.synthetic.enabled:
         pipeline = prepare_synthetic_data(pipeline)
     if pipeline.data.source.format:
@@ -515,7 +516,7 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     _check_records(pipeline.data.train_records, "train_records")
     _check_records(pipeline.data.val_records, "val_records")
     if chief:
-        write_text_atomic(output_dir / "pipeline.resolved.toml", to_toml(pipeline))
+        write_text_atomic(run.pipeline, to_toml(pipeline))
 
     keypoint_set = get_keypoint_set(pipeline.data.keypoint_set)
     for role in ("train_records", "val_records"):
@@ -526,15 +527,15 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         check_records_crop(manifest, pipeline.data, role)
 
     try:
-        return _train(pipeline, output_dir, started, strategy, chief, work_dir, keypoint_set,
+        return _train(pipeline, output_dir, started, strategy, chief, run, keypoint_set,
                       verbose)
     except tf.errors.DataLossError as error:
         # tf.data names no file: find the damaged shard(s) by reading each one.
-        raise damaged_records_error(pipeline, error, work_dir) from None
+        raise damaged_records_error(pipeline, error, run) from None
 
 
 def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
-           strategy: tf.distribute.Strategy, chief: bool, work_dir: pathlib.Path,
+           strategy: tf.distribute.Strategy, chief: bool, run: RunLayout,
            keypoint_set, verbose) -> dict:
     """The rest of :func:`train`, from building the datasets on."""
     k = keypoint_set.num_keypoints
@@ -557,10 +558,10 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
         trainer.compile(optimizer=make_optimizer(pipeline),
                         jit_compile=resolve_jit_compile(pipeline.train.jit_compile))
 
-    logs = work_dir / "logs"
+    logs = run.logs
     cascading = pipeline.cascade.stages > 1
     # A stage-wise cascade keeps stage 1's best network apart: model.keras is the cascade.
-    best_path = work_dir / ("stage_1.keras" if cascading else "model.keras")
+    best_path = run.stage_model(1) if cascading else run.model
     metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
     # One writer for everything under logs/pose: TensorBoard follows only the newest event
     # file of a directory, so a second writer there would hide the first one's updates.
@@ -572,7 +573,7 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
         pck,
         cbs.BestNetworkCheckpoint(trainer.network, best_path, monitor=pck.monitor),
         keras.callbacks.TensorBoard(str(logs), profile_batch=pipeline.callbacks.profile_batch),
-        keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
     ]
     if pipeline.callbacks.images_every:
         sample = next(iter(val_ds.take(1)))
@@ -586,7 +587,7 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
     # checkpoint and logs are written.
     # Kept after fit (delete_checkpoint=False) until the final evaluation and export have
     # succeeded: a run killed or failing after training resumes with no epoch left to train.
-    callback_list.append(cbs.AtomicBackupAndRestore(str(work_dir / "backup"),
+    callback_list.append(cbs.AtomicBackupAndRestore(str(run.backup),
                                                     delete_checkpoint=False))
 
     # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
@@ -603,30 +604,30 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
                     shuffle=False)
     except cbs.NonFiniteLoss as error:
         _close_logs(callback_list)
-        raise TrainingFailed(f"{error}. {_kept(work_dir, best_path)} Lower [optimizer] "
+        raise TrainingFailed(f"{error}. {_kept(run, best_path)} Lower [optimizer] "
                              "learning_rate (or set [optimizer] clipnorm) and run the command "
                              "again: it resumes from the backup (remove "
-                             f"{work_dir / 'backup'} to start over).") from None
+                             f"{run.backup} to start over).") from None
     except OSError as error:  # a checkpoint, backup or log that could not be written
         _close_logs(callback_list)
-        raise TrainingFailed(f"training stopped: {error}. {_kept(work_dir, best_path)} Free "
+        raise TrainingFailed(f"training stopped: {error}. {_kept(run, best_path)} Free "
                              "space (or fix the cause) and run the same command again: it "
                              "resumes from the backup.") from None
     except cbs.Interrupted as error:
         _close_logs(callback_list)
-        state = work_dir / "backup" / "state.json"
+        state = run.backup_state
         finished = json.loads(state.read_text())["epoch"] if state.exists() else 0
-        raise RunInterrupted(f"{error}. {_kept(work_dir, best_path)} Run the same command to "
+        raise RunInterrupted(f"{error}. {_kept(run, best_path)} Run the same command to "
                              f"resume from epoch {finished + 1}.", error.signum) from None
     finally:
         stop_on_signal.restore()
         pose_writer.close()
     cascade_report = None
     if cascading:
-        trainer, cascade_report = _train_cascade(pipeline, trainer, strategy, chief, work_dir,
+        trainer, cascade_report = _train_cascade(pipeline, trainer, strategy, chief, run,
                                                  best_path, keypoint_set, metric_names,
                                                  verbose)
-        best_path = work_dir / "model.keras"
+        best_path = run.model
     train_seconds = time.time() - started
     summary = {
         "pipeline": pipeline.name,
@@ -647,40 +648,40 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
     export_by_hand = _export_command(pipeline, output_dir)
     exporting = chief and pipeline.export.enabled
     # Score and export the best checkpoint, not the last epoch (neither runs without it).
-    if _attempt(failures, "checkpoint", "loading the best checkpoint", work_dir,
+    if _attempt(failures, "checkpoint", "loading the best checkpoint", run,
                 lambda: _use_best_checkpoint(trainer.network, best_path, chief),
                 f"fix the cause; then {evaluate_by_hand}"
                 + (f" and {export_by_hand}" if exporting else "")):
-        report = _attempt(failures, "evaluation", "the final evaluation", work_dir,
+        report = _attempt(failures, "evaluation", "the final evaluation", run,
                           lambda: _final_evaluation(pipeline, trainer, val_ds, keypoint_set,
-                                                    metric_names, work_dir),
+                                                    metric_names, run),
                           evaluate_by_hand)
         if report is not None:
             summary.update(_metric_summary(report))
-            summary["evaluation"] = str(output_dir / "evaluation.json")
+            summary["evaluation"] = str(run.evaluation)
         if exporting:
-            exported = _attempt(failures, "export", "the export", work_dir,
+            exported = _attempt(failures, "export", "the export", run,
                                 lambda: _export(pipeline, trainer, output_dir), export_by_hand)
             if exported is not None:
                 summary["export"] = str(exported)
     if not failures:
-        shutil.rmtree(work_dir / "backup", ignore_errors=True)  # the run is complete
+        shutil.rmtree(run.backup, ignore_errors=True)  # the run is complete
     if not chief:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(run.work_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
-            work_dir.parent.rmdir()  # "workers/", once the last worker has left it
+            run.work_dir.parent.rmdir()  # "workers/", once the last worker has left it
     if failures:
         summary["failed"] = failures
     summary["wall_seconds"] = round(time.time() - started, 1)
     summary["peak_rss_mib"] = round(peak_rss_mib())
     if chief:
-        write_text_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
     if failures:
         raise RunIncomplete(
             "training finished, but not everything after it (summary.json has what "
             "succeeded):\n" + "\n".join(_failure_lines(failure) for failure in failures.values())
             + "\n  or fix the cause and run the same command again: training is done (its backup "
-            f"in {work_dir / 'backup'} is kept), so it only evaluates and exports.",
+            f"in {run.backup} is kept), so it only evaluates and exports.",
             summary)
     return summary
 
@@ -694,7 +695,7 @@ def _cascade_pipeline(pipeline: Pipeline) -> Pipeline:
 
 
 def _train_cascade(pipeline: Pipeline, trainer: PoseTrainer, strategy, chief: bool,
-                   work_dir: pathlib.Path, stage_one_path: pathlib.Path, keypoint_set,
+                   run: RunLayout, stage_one_path: pathlib.Path, keypoint_set,
                    metric_names: list[str], verbose) -> tuple[PoseTrainer, list[dict]]:
     """Stages 2..S of a stage-wise DeepPose cascade after stage 1's ``fit``
     (``keras_pose.training.cascade``); the assembled cascade is saved as ``model.keras`` and
@@ -725,7 +726,7 @@ def _train_cascade(pipeline: Pipeline, trainer: PoseTrainer, strategy, chief: bo
             network, report = cascade.train_cascade(
                 trainer.network, settings, train_ds=train_ds, measure_ds=measure_ds,
                 val_ds=val_ds, make_optimizer=lambda: make_optimizer(stage_pipeline),
-                work_dir=work_dir, callbacks=stage_callbacks, chief=chief, verbose=verbose)
+                run=run, callbacks=stage_callbacks, chief=chief, verbose=verbose)
             cascade_trainer = trainer_for(pipeline, network)
     except cbs.NonFiniteLoss as error:
         raise TrainingFailed(f"cascade: {error}. Stage 1 ({stage_one_path}) and the stages "
@@ -737,7 +738,7 @@ def _train_cascade(pipeline: Pipeline, trainer: PoseTrainer, strategy, chief: bo
                              "cause) and run the same command again: it resumes after the "
                              "last finished stage.") from None
     if chief:
-        cbs.atomic_save_network(network, work_dir / "model.keras")
+        cbs.atomic_save_network(network, run.model)
     return cascade_trainer, report
 
 
@@ -766,7 +767,7 @@ def _data_loss_text(error: Exception) -> str:
 
 
 def damaged_records_error(pipeline: Pipeline, error: Exception,
-                          work_dir: pathlib.Path | None = None) -> DamagedRecords:
+                          run: RunLayout | None = None) -> DamagedRecords:
     """The :class:`DamagedRecords` for a ``DataLossError`` met while reading the records:
     every shard of both splits is read to name the damaged one(s) (a CRC scan, about as fast
     as the disk), with the command that makes the split again."""
@@ -798,8 +799,8 @@ def damaged_records_error(pipeline: Pipeline, error: Exception,
         lines.append(f"  [data] {role}: convert the split again into {split_dir} with "
                      f"--overwrite ({how})")
     kept = ""
-    if work_dir is not None and (work_dir / "backup" / "state.json").exists():
-        kept = (" The backup in " f"{work_dir / 'backup'} is kept: the same command resumes "
+    if run is not None and run.backup_state.exists():
+        kept = (" The backup in " f"{run.backup} is kept: the same command resumes "
                 "from it once the records are whole.")
     if not lines:
         return DamagedRecords(
@@ -810,12 +811,12 @@ def damaged_records_error(pipeline: Pipeline, error: Exception,
                           f"{_data_loss_text(error)}):\n" + "\n".join(lines) + kept)
 
 
-def _attempt(failures: dict, step: str, what: str, work_dir: pathlib.Path, action,
+def _attempt(failures: dict, step: str, what: str, run: RunLayout, action,
              by_hand: str):
     """Run one step after training; a failure gives ``None`` and ``failures[step]``:
     ``error`` (what failed and why), ``finish_by_hand`` (the command) and ``traceback`` (the
     file holding it)."""
-    traceback_path = work_dir / f"{step}.error.txt"
+    traceback_path = run.traceback(step)
     traceback_path.unlink(missing_ok=True)  # an earlier attempt's
     try:
         return action()
@@ -861,7 +862,7 @@ def flip_test_skipped(pipeline: Pipeline) -> str | None:
 
 
 def _final_evaluation(pipeline: Pipeline, trainer: PoseTrainer, val_ds, keypoint_set,
-                      metric_names: list[str], work_dir: pathlib.Path) -> dict:
+                      metric_names: list[str], run: RunLayout) -> dict:
     """Score the network on the validation records (and COCO AP) without and with the flip
     test (the papers report with it); write ``evaluation.json``: the plain scores at the top
     level, the flip-tested ones under ``flip_test`` (``evaluate.score_with_and_without_flip``).
@@ -887,7 +888,7 @@ def _final_evaluation(pipeline: Pipeline, trainer: PoseTrainer, val_ds, keypoint
         print(f"flip test skipped: {note}", flush=True)
     if report.get("coco_skipped"):
         print(f"COCO AP skipped: {report['coco_skipped']}", flush=True)
-    write_json_atomic(work_dir / "evaluation.json", report)
+    write_json_atomic(run.evaluation, report)
     return report
 
 
@@ -920,7 +921,7 @@ def _close_logs(callback_list: list) -> None:
                 callback.on_train_end()
 
 
-def _kept(work_dir: pathlib.Path, best_path: pathlib.Path) -> str:
+def _kept(run: RunLayout, best_path: pathlib.Path) -> str:
     """What a stopped run keeps: its best checkpoint, backup and logs, for the message."""
     record = best_path.with_suffix(".best.json")
     if best_path.exists() and record.exists():
@@ -931,12 +932,11 @@ def _kept(work_dir: pathlib.Path, best_path: pathlib.Path) -> str:
         checkpoint = f"The best checkpoint {best_path}"
     else:
         checkpoint = "No checkpoint yet (no epoch finished);"
-    backup = work_dir / "backup" / "state.json"
+    backup = run.backup_state
     finished = json.loads(backup.read_text())["epoch"] if backup.exists() else 0
     kept = (f"{checkpoint}, the backup of epoch {finished} in {backup.parent}"
             if finished else checkpoint)
-    return f"{kept.rstrip(';')} and the logs so far ({work_dir / 'logs'}, " \
-        f"{work_dir / 'history.csv'}) are kept."
+    return f"{kept.rstrip(';')} and the logs so far ({run.logs}, {run.history}) are kept."
 
 
 def _checked_metrics(pipeline: Pipeline, keypoint_set, network) -> list[str]:
