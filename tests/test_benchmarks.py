@@ -425,7 +425,7 @@ def test_train_benchmark_prints_its_table():
         cells = [cell.strip() for cell in row.split("|")]
         assert cells[4] == "PyTorch eager channels_last"
         assert cells[6].endswith("x") and float(cells[6][:-1]) == pytest.approx(
-            float(cells[2]) / float(cells[5]), abs=0.006)  # both printed rounded
+            float(cells[2]) / float(cells[5]), rel=0.02, abs=0.006)  # all printed rounded
     else:
         assert "PyTorch eager channels_last skipped: torch not installed" in out
 
