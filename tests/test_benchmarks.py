@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_pose.benchmarks import infer, memory, train
+from keras_pose.benchmarks import baselines, infer, memory, train
+from keras_pose.benchmarks.baselines import BFLOAT16, FLOAT32, Baseline
 from keras_pose.benchmarks.workers import Worker, WorkerError, alternate
 from keras_pose.models import build_model
 
@@ -120,19 +121,28 @@ def test_torch_port_trains_like_the_keras_model():
         assert np.abs(actual - expected).max() <= 1e-3 * scale, name
 
 
+TORCH_FLOPS = """
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from keras_pose.benchmarks import torch_hourglass as th
+port = th.StackedHourglass(16, 2, num_features=64, depth=3).eval()
+with FlopCounterMode(display=False) as counter, torch.no_grad():
+    port(torch.zeros(1, 3, 128, 128))
+print(counter.get_total_flops())
+"""
+
+
 @needs_torch
 def test_keras_flop_count_matches_torchs_own_counter():
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from keras_pose.benchmarks import torch_hourglass as th
-
+    # Torch's counter in a process without TensorFlow: with PyPI's CUDA torch, importing its
+    # triton after TensorFlow crashes the process (torch 2.14, TF 2.21).
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    counted = subprocess.run([sys.executable, "-c", TORCH_FLOPS], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
+    assert counted.returncode == 0, counted.stderr[-2000:]
     model = build_model("stacked_hourglass", num_keypoints=16, input_shape=(128, 128, 3),
                         num_stacks=2, num_features=64, depth=3)
-    port = th.from_keras(model).eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        port(torch.zeros(1, 3, 128, 128))
-    assert train.forward_flops(model) == counter.get_total_flops()
+    assert train.forward_flops(model) == int(counted.stdout.split()[-1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,6 +219,165 @@ def test_memory_runs_are_valid_shortened_pipelines(tmp_path):
     assert (two.model.input_size, two.data.crop_size, two.train.batch_size) == (256, 256, 8)
 
 
+# ----------------------------------------------------------------------------------------------
+# Baseline registry and like-for-like tables
+
+ABSENT = "keras_pose_no_such_package"
+
+
+def _registry():
+    """A registry whose first baseline needs a package that is not installed."""
+    return (Baseline("absent", "Absent runtime", FLOAT32, (ABSENT,)),
+            Baseline("fp32", "Float runtime", FLOAT32, ("numpy",), {"runtime": "torch"}),
+            Baseline("bf16", "Bfloat runtime", BFLOAT16, ("numpy",), {"runtime": "torch"}))
+
+
+def test_select_skips_absent_packages_and_bfloat16_without_cpu_support():
+    chosen, notes = baselines.select(_registry(), cpu_flags={"avx2", "avx512f"})
+    assert [b.name for b in chosen] == ["fp32"]
+    assert notes == [
+        f"Absent runtime skipped: {ABSENT} not installed (pip install 'keras-pose[bench]')",
+        "Bfloat runtime skipped: this CPU has no bfloat16 instructions (none of amx_bf16, "
+        "avx512_bf16 in /proc/cpuinfo)"]
+    chosen, notes = baselines.select(_registry(), cpu_flags={"avx512_bf16"})
+    assert [b.name for b in chosen] == ["fp32", "bf16"] and len(notes) == 1
+    chosen, _ = baselines.select(_registry(), names=["bf16"], cpu_flags={"amx_bf16"})
+    assert [b.name for b in chosen] == ["bf16"]
+    with pytest.raises(ValueError, match="unknown.*'nope'"):
+        baselines.select(_registry(), names=["nope"], cpu_flags=set())
+
+
+def test_cpu_flags_decide_bfloat16(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU\n"
+                       "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n\n")
+    flags = baselines.read_cpu_flags(str(cpuinfo))
+    assert {"avx512_bf16", "amx_bf16"} <= flags
+    assert baselines.bfloat16_support(flags) == "amx_bf16"
+    assert baselines.bfloat16_support({"avx512f", "avx512_bf16"}) == "avx512_bf16"
+    assert baselines.bfloat16_support({"avx512f", "avx2"}) is None
+    assert baselines.read_cpu_flags(str(tmp_path / "missing")) is None
+    assert baselines.bfloat16_support(None) is None
+
+
+def test_registries_pair_every_keras_precision_with_a_baseline():
+    for registry in (baselines.INFER_BASELINES, baselines.TRAIN_BASELINES):
+        assert len({b.name for b in registry}) == len(registry)
+        assert {b.precision for b in registry} == {FLOAT32, BFLOAT16}
+    assert baselines.precision_of("float32") == FLOAT32
+    assert baselines.precision_of("mixed_bfloat16") == BFLOAT16
+    assert baselines.precision_of("mixed_float16") == "mixed_float16"  # no CPU baseline
+
+
+def _infer_args(**overrides):
+    parser = argparse.ArgumentParser()
+    infer.add_arguments(parser)
+    args = parser.parse_args(["--stacks", "1", "--input-size", "64", "--repeats", "3"])
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def test_infer_baselines_absent_package_is_skipped_with_its_reason():
+    configs, notes = infer.baseline_configs(_infer_args(), [1, 8], _registry(),
+                                            cpu_flags={"avx2"})
+    assert [label for label, _ in configs] == ["Float runtime"]
+    spec = configs[0][1]
+    assert (spec["kind"], spec["runtime"], spec["precision"], spec["batches"]) == (
+        "baseline", "torch", FLOAT32, [1, 8])
+    assert any(f"{ABSENT} not installed" in note for note in notes)
+    configs, notes = infer.baseline_configs(_infer_args(baselines="none"), [1], _registry())
+    assert configs == [] and notes == ["baselines skipped (--baselines none)"]
+
+
+def _rows(text: str, first: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("|")[1:-1]]
+            for line in text.splitlines() if line.startswith(f"| {first}")]
+
+
+def test_infer_table_compares_each_row_with_the_fastest_baseline_of_its_precision(capsys):
+    ms = 1e-3
+    # (label, precision, is baseline, median at batch 1, median at batch 8)
+    table = [("keras-pose SavedModel serving_default", FLOAT32, False, 90, 700),
+             ("keras-pose tf.function mixed_bfloat16 (network)", BFLOAT16, False, 50, 300),
+             ("PyTorch eager NCHW", FLOAT32, True, 120, 650),
+             ("ONNX Runtime", FLOAT32, True, 100, 800),
+             ("OpenVINO bf16 hint", BFLOAT16, True, 40, 320)]
+    configs = [(label, {"precision": p, "baseline": base}) for label, p, base, _, _ in table]
+    results = {label: {"named_times": {"1": [t1 * ms] * 3, "8": [t8 * ms] * 3},
+                       "peak_rss_mib": 100.0}
+               for label, _, _, t1, t8 in table}
+    status = infer.report(_infer_args(), [1, 8], configs, results, ["a skip note"],
+                          os.getloadavg())
+    out = capsys.readouterr().out
+    assert status == 0
+    # The fastest float32 baseline changes with the batch size; bfloat16 has its own.
+    assert "fastest float32 baseline at batch 1: ONNX Runtime, 100.0 ms" in out
+    assert "fastest float32 baseline at batch 8: PyTorch eager NCHW, 650.0 ms" in out
+    assert "fastest bfloat16 baseline at batch 1: OpenVINO bf16 hint, 40.0 ms" in out
+    assert "a skip note" in out
+    saved = _rows(out, "keras-pose SavedModel")
+    assert [(r[2], r[5]) for r in saved] == [("1", "0.90x"), ("8", "1.08x")]
+    bf16 = _rows(out, "keras-pose tf.function mixed_bfloat16")
+    assert [(r[2], r[5]) for r in bf16] == [("1", "1.25x"), ("8", "0.94x")]
+    assert [r[0] for r in _rows(out, "ONNX Runtime")] == ["ONNX Runtime (fastest baseline)",
+                                                          "ONNX Runtime"]
+    assert [r[5] for r in _rows(out, "PyTorch eager NCHW")] == ["1.20x", "1.00x"]
+
+
+def test_infer_table_without_baselines_has_no_ratio(capsys):
+    configs = [("keras-pose SavedModel serving_default", {"precision": FLOAT32})]
+    results = {configs[0][0]: {"named_times": {"1": [0.1, 0.1]}, "peak_rss_mib": 1.0}}
+    infer.report(_infer_args(), [1], configs, results, [], os.getloadavg())
+    out = capsys.readouterr().out
+    assert _rows(out, "keras-pose SavedModel")[0][5] == "-"
+    assert "fastest float32 baseline" not in out
+
+
+def _train_args(**overrides):
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--stacks", "1", "--repeats", "2"])
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def test_train_baseline_phase_skips_absent_packages_without_starting_workers():
+    notes, results, kept = train._baseline_phase(
+        _train_args(baselines="absent"), 16, _registry(), {FLOAT32})
+    assert results == [] and kept == {}
+    assert notes[0].startswith(f"Absent runtime skipped: {ABSENT} not installed")
+    assert "no float32 baseline runs here" in notes[1]
+
+
+def test_train_table_compares_like_for_like(capsys):
+    def result(times):
+        return {"times": times, "peak_rss_mib": 10.0, "params": 1000, "forward_flops": 10**9}
+
+    keras_results = [
+        ("keras-pose jit=off float32", "float32", result([2.0, 2.2, 2.4]),
+         ("PyTorch torch.compile", [3.0, 3.2, 3.4])),
+        ("keras-pose jit=off mixed_bfloat16", "mixed_bfloat16", result([1.0, 1.1, 1.2]),
+         ("PyTorch bf16 autocast", [1.3, 1.4, 1.5])),
+        ("keras-pose jit=off mixed_float16", "mixed_float16", result([5.0]), None)]
+    kept = {FLOAT32: ("PyTorch torch.compile", result([3.0, 3.2, 3.4, 3.1])),
+            BFLOAT16: ("PyTorch bf16 autocast", result([1.3, 1.4, 1.5]))}
+    all_baselines = [("PyTorch eager NCHW", FLOAT32, result([3.5, 3.6])),
+                     ("PyTorch torch.compile", FLOAT32, result([3.0, 3.1])),
+                     ("PyTorch bf16 autocast", BFLOAT16, result([1.3, 1.4]))]
+    status = train._report(_train_args(batch=8), {"gflops": 100.0}, keras_results,
+                           all_baselines, kept, [], os.getloadavg())
+    out = capsys.readouterr().out
+    assert status == 0
+    fp32 = _rows(out, "keras-pose jit=off float32")[0]
+    assert fp32[1:6] == ["2.200", fp32[2], "PyTorch torch.compile", "3.200", "0.69x"]
+    bf16 = _rows(out, "keras-pose jit=off mixed_bfloat16")[0]
+    assert bf16[3:6] == ["PyTorch bf16 autocast", "1.400", "0.79x"]
+    assert _rows(out, "keras-pose jit=off mixed_float16")[0][3:6] == ["-", "-", "-"]
+    assert _rows(out, "PyTorch torch.compile (all rounds)")[0][3] == "fastest float32"
+    assert _rows(out, "PyTorch torch.compile (fastest: kept)")[0][1] == FLOAT32
+    assert _rows(out, "PyTorch eager NCHW")[0][2] == "3.550"
+    # GFLOP/s: 3 passes x 1 GFLOP x batch 8 / 2.2 s.
+    assert float(fp32[6]) == pytest.approx(24 / 2.2, abs=0.05)
+
+
 def test_worker_protocol_alternates_and_reports(tmp_path):
     """A matmul worker (no model): warm-up, timed steps on request, final statistics."""
     spec = {"kind": "matmul", "size": 64, "repeats": 2}
@@ -231,7 +400,9 @@ def test_worker_failure_is_reported_not_hung():
 
 
 def _run_benchmark(args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # This checkout's keras_pose, whatever an editable install points at.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
     return subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), *args],
                           capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(REPO))
@@ -242,31 +413,38 @@ def test_train_benchmark_prints_its_table():
     result = _run_benchmark(["train", "--stacks", "1", "--batch", "2", "--input-size", "64",
                              "--crop-size", "80", "--repeats", "2", "--warmup", "1",
                              "--configs", "off:float32", "--matmul-size", "256",
-                             "--torch-layouts", "channels_last"])
+                             "--baselines", "torch-channels-last"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "Training step, stacked_hourglass stacks=1 batch 2" in out
     assert "keras-pose jit=off float32" in out and "peak RSS MiB" in out
     if HAS_TORCH:
-        assert "(baseline, all rounds)" in out
+        assert "PyTorch eager channels_last (all rounds)" in out
         row = next(line for line in out.splitlines()
                    if line.startswith("| keras-pose jit=off float32 "))
-        ratio = [cell.strip() for cell in row.split("|")][5]
-        assert ratio.endswith("x") and float(ratio[:-1]) > 0
+        cells = [cell.strip() for cell in row.split("|")]
+        assert cells[4] == "PyTorch eager channels_last"
+        assert cells[6].endswith("x") and float(cells[6][:-1]) == pytest.approx(
+            float(cells[2]) / float(cells[5]), rel=0.02, abs=0.006)  # all printed rounded
+    else:
+        assert "PyTorch eager channels_last skipped: torch not installed" in out
 
 
 @pytest.mark.slow
 def test_infer_benchmark_prints_its_table():
     result = _run_benchmark(["infer", "--stacks", "1", "--input-size", "64", "--repeats", "2",
                              "--warmup", "1", "--batches", "1,2", "--jit", "off",
-                             "--torch-layouts", "nchw"])
+                             "--bfloat16", "off", "--baselines", "torch-nchw"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "keras-pose SavedModel serving_default" in out
     rows = [line for line in out.splitlines() if line.startswith("| keras-pose SavedModel")]
     assert len(rows) == 2  # batch 1 and batch 2
     if HAS_TORCH:
-        assert "(baseline)" in out
+        assert "PyTorch eager NCHW (fastest baseline)" in out
+        assert "fastest float32 baseline at batch 2: PyTorch eager NCHW" in out
+    else:
+        assert "PyTorch eager NCHW skipped: torch not installed" in out
 
 
 @pytest.mark.slow

@@ -36,13 +36,29 @@ def spread(times: Sequence[float]) -> str:
     return f"{q1 * 1e3:.1f}-{q3 * 1e3:.1f} ms"
 
 
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (as ``lscpu`` prints it), or the architecture where unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_description() -> str:
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
+    from keras_pose.benchmarks.baselines import bfloat16_support, read_cpu_flags
+
+    bf16 = bfloat16_support(read_cpu_flags())
     gpus = tf.config.list_physical_devices("GPU")
     accel = f", {len(gpus)} GPU(s)" if gpus else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} CPU cores{accel}, TensorFlow {tf.__version__}"
+    return (f"{cpu_model()} ({platform.machine()}, bfloat16: {bf16 or 'none'}), "
+            f"{os.cpu_count()} CPU cores{accel}, TensorFlow {tf.__version__}")
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -1,13 +1,20 @@
-"""Inference: a keras-pose SavedModel's latency (batch 1) and throughput (batch 8) vs PyTorch.
+"""Inference: a keras-pose SavedModel's latency (batch 1) and throughput (batch 8) vs CPU runtimes.
 
 keras-pose side: the network exported with ``keras_pose.export.save_saved_model`` (the graph TF
 Serving runs: crop and resize of the uint8 image, the network, heatmap decoding, the map back
 to image pixels), loaded with ``tf.saved_model.load`` and called through ``serving_default`` on
 uint8 images of the network's input size. Also the bare network in-process as a
-``tf.function`` with XLA off and on (float32 input, final heatmaps out). Baseline: the PyTorch
-port (``torch_hourglass.py``) in eager mode under ``torch.inference_mode()``, ``eval()``,
-``torch.set_num_threads(os.cpu_count())``, float32 input, network only (no resize, no
-decoding), NCHW and channels_last; the faster layout at each batch size is the baseline.
+``tf.function`` with XLA off and on (float32 input, final heatmaps out), and under the
+``mixed_bfloat16`` policy where the CPU has bfloat16 instructions.
+
+Baselines (``baselines.INFER_BASELINES``; each optional, skipped with a printed reason when its
+package is absent): the PyTorch port (``torch_hourglass.py``) in eager mode (NCHW and
+channels_last) and through ``torch.compile``, all under ``torch.inference_mode()``; ONNX
+Runtime on the port's ``torch.onnx.export`` (all graph optimizations); OpenVINO on the port
+with the float32 and the bfloat16 inference-precision hints (its default on a bfloat16 CPU is
+bfloat16). Float32 input, network only (no resize, no decoding), every runtime on all cores.
+Each row is compared with the fastest baseline of its own precision at that batch size, and
+the table names that baseline.
 
 Each configuration runs in its own process; calls are timed in alternation across processes
 (``workers.py``), so load drifts into every configuration alike.
@@ -21,16 +28,15 @@ import argparse
 import os
 import sys
 
-from keras_pose.benchmarks import common
+from keras_pose.benchmarks import baselines, common
+from keras_pose.benchmarks.baselines import BFLOAT16, FLOAT32
 from keras_pose.benchmarks.train import (
     HOURGLASSES,
     MODELS,
     configure_tf_threads,
     forward_flops,
     model_options,
-    torch_available,
     torch_threads,
-    torch_version,
 )
 from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve, worker_main
 from keras_pose.resources import peak_rss_mib
@@ -109,48 +115,133 @@ def serve_saved_model(spec: dict) -> None:
 def serve_keras_function(spec: dict) -> None:
     """The bare network as a ``tf.function`` (XLA on or off): float32 in, final output out."""
     configure_tf_threads(spec.get("intra", 0), spec.get("inter", 0))
+    import keras
     import tensorflow as tf
 
+    keras.mixed_precision.set_global_policy(spec.get("policy", "float32"))
     network, _ = _build_network(spec)
 
     @tf.function(jit_compile=spec["jit"], reduce_retracing=True)
     def predict(images):
         outputs = network(images, training=False)
-        return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+        final = outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+        return tf.cast(final, tf.float32)
 
     inputs = {b: tf.constant(_images(b, spec["input_size"])) for b in spec["batches"]}
     steps = {str(b): (lambda b=b: predict(inputs[b]).numpy()) for b in spec["batches"]}
     serve(steps, spec["warmup"], {}, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
-def serve_torch(spec: dict) -> None:
-    """The PyTorch port, eager, ``inference_mode``, ``eval()``."""
+class _LastStack:
+    """Wraps the port so exporters see one output: the last stack's heatmaps."""
+
+    def __new__(cls, model):
+        import torch
+
+        class LastStack(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, images):
+                return self.inner(images)[-1]
+
+        return LastStack(model).eval()
+
+
+def _torch_steps(model, arrays: dict, spec: dict) -> dict:
+    import torch
+
+    inputs = {b: torch.from_numpy(x) for b, x in arrays.items()}
+    if spec.get("layout") == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        inputs = {b: x.contiguous(memory_format=torch.channels_last) for b, x in inputs.items()}
+    if spec.get("compile"):
+        model = torch.compile(model)
+
+    def make_step(batch):
+        def step():
+            with torch.inference_mode():
+                return model(inputs[batch]).numpy()
+        return step
+
+    return {str(b): make_step(b) for b in arrays}
+
+
+def _onnxruntime_steps(model, arrays: dict, spec: dict, directory: str) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    path = os.path.join(directory, "hourglass.onnx")
+    size = spec["input_size"]
+    # The TorchScript exporter (dynamo=False): the dynamo one needs onnxscript besides onnx.
+    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), path, input_names=["images"],
+                      output_names=["heatmaps"], dynamic_axes={"images": {0: "batch"}},
+                      dynamo=False)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch_threads()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return {str(b): (lambda x=x: session.run(None, {"images": x})[0]) for b, x in arrays.items()}
+
+
+def _openvino_steps(model, arrays: dict, spec: dict) -> dict:
+    import openvino as ov
+    import torch
+
+    size = spec["input_size"]
+    converted = ov.convert_model(model, example_input=torch.zeros(1, 3, size, size))
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": spec["hint"], "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_NUM_THREADS": torch_threads()}
+    steps = {}
+    for batch, x in arrays.items():
+        shaped = converted.clone()
+        shaped.reshape([batch, 3, size, size])  # static shapes: OpenVINO's fastest plan
+        request = core.compile_model(shaped, "CPU", config).create_infer_request()
+
+        def step(request=request, x=x):
+            request.infer({0: x})
+            return request.get_output_tensor(0).data
+        steps[str(batch)] = step
+    return steps
+
+
+def serve_baseline(spec: dict) -> None:
+    """The PyTorch port through one baseline runtime (``spec["runtime"]``), float32 input."""
+    import tempfile
+
+    import numpy as np
     import torch
 
     from keras_pose.benchmarks import torch_hourglass as th
 
     torch.set_num_threads(torch_threads())
     torch.manual_seed(0)
-    model = th.StackedHourglass(spec["num_keypoints"], spec["stacks"]).eval()
-    inputs = {b: torch.from_numpy(_images(b, spec["input_size"], channels_first=True))
-              for b in spec["batches"]}
-    if spec["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-        inputs = {b: x.contiguous(memory_format=torch.channels_last) for b, x in inputs.items()}
-
-    def make_step(batch):
-        def step():
-            with torch.inference_mode():
-                return model(inputs[batch])[-1]
-        return step
-
-    steps = {str(b): make_step(b) for b in spec["batches"]}
-    meta = {"threads": torch.get_num_threads(), "params": th.count_parameters(model)}
+    model = _LastStack(th.StackedHourglass(spec["num_keypoints"], spec["stacks"]))
+    arrays = {b: _images(b, spec["input_size"], channels_first=True) for b in spec["batches"]}
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(arrays[spec["batches"][0]])).numpy()
+    directory = tempfile.mkdtemp(prefix="keras_pose_bench_")
+    runtime = spec["runtime"]
+    if runtime == "torch":
+        steps = _torch_steps(model, arrays, spec)
+    elif runtime == "onnxruntime":
+        steps = _onnxruntime_steps(model, arrays, spec, directory)
+    elif runtime == "openvino":
+        steps = _openvino_steps(model, arrays, spec)
+    else:
+        raise ValueError(f"unknown baseline runtime {runtime!r}")
+    # The same heatmaps as eager PyTorch (float32 rounding; bfloat16 keeps ~3 digits).
+    output = np.asarray(steps[str(spec["batches"][0])](), np.float32)
+    meta = {"threads": torch_threads(), "params": th.count_parameters(model),
+            "max_abs_diff": float(np.abs(output - reference).max()),
+            "reference_scale": float(np.abs(reference).max())}
     serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
 SERVERS = {"saved_model": serve_saved_model, "keras": serve_keras_function,
-           "torch": serve_torch}
+           "baseline": serve_baseline}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,12 +254,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batch sizes, comma-separated (default 1,8: latency, throughput)")
     parser.add_argument("--jit", default="both", choices=("both", "on", "off", "none"),
                         help="also time the bare network as a tf.function with XLA on/off")
+    parser.add_argument("--bfloat16", default="auto", choices=("auto", "off"),
+                        help="auto: also time the bare network under mixed_bfloat16 where the "
+                             "CPU has bfloat16 instructions")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--intra-threads", type=int, default=0)
     parser.add_argument("--inter-threads", type=int, default=0)
-    parser.add_argument("--torch-layouts", default="nchw,channels_last")
-    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--baselines", default="all",
+                        help="comma-separated names, 'all' or 'none'; names: "
+                             + ", ".join(b.name for b in baselines.INFER_BASELINES))
     parser.add_argument("--timeout", type=float, default=900.0)
 
 
@@ -188,42 +283,65 @@ def _batches(text: str) -> list[int]:
     return batches
 
 
-def run(args: argparse.Namespace) -> int:
-    """Measure and print the inference table; 1 if a configuration failed."""
+def baseline_configs(args: argparse.Namespace, batches: list[int],
+                     registry=baselines.INFER_BASELINES, cpu_flags=None
+                     ) -> tuple[list[tuple[str, dict]], list[str]]:
+    """``[(label, worker spec)]`` of the baselines that run here, and the skip notes."""
+    if args.baselines.strip() == "none":
+        return [], ["baselines skipped (--baselines none)"]
+    chosen, notes = baselines.select(registry, baselines.parse_names(args.baselines),
+                                     cpu_flags)
+    if args.model != "stacked_hourglass":
+        return [], [f"no PyTorch port of {args.model}: baselines skipped"]
+    from keras_pose.keypoints import get_keypoint_set
+
+    num_keypoints = get_keypoint_set(args.keypoint_set).num_keypoints
+    configs = [(b.label, {**b.spec, "kind": "baseline", "precision": b.precision,
+                          "baseline": True, "num_keypoints": num_keypoints,
+                          "stacks": args.stacks, "input_size": args.input_size,
+                          "batches": batches, "warmup": args.warmup}) for b in chosen]
+    return configs, notes
+
+
+def run(args: argparse.Namespace, registry=baselines.INFER_BASELINES) -> int:
+    """Measure and print the inference table; 1 if a configuration failed.
+
+    ``registry``: the candidate baselines (:mod:`keras_pose.benchmarks.baselines`).
+    """
     try:
         batches = _batches(args.batches)
         if args.repeats < 1 or args.warmup < 0:
             raise ValueError("--repeats must be >= 1 and --warmup >= 0")
+        configs, skip_notes = [], []
+        base = {"model": args.model, "options": model_options(args.model, args.stacks),
+                "keypoint_set": args.keypoint_set, "input_size": args.input_size,
+                "batches": batches, "warmup": args.warmup,
+                "intra": args.intra_threads, "inter": args.inter_threads}
+        configs.append(("keras-pose SavedModel serving_default",
+                        {**base, "kind": "saved_model", "precision": FLOAT32}))
+        jits = {"both": (False, True), "on": (True,), "off": (False,), "none": ()}[args.jit]
+        for jit in jits:
+            configs.append((f"keras-pose tf.function jit={'on' if jit else 'off'} (network)",
+                            {**base, "kind": "keras", "jit": jit, "precision": FLOAT32}))
+        flags = baselines.read_cpu_flags()
+        if args.bfloat16 == "auto":
+            if baselines.bfloat16_support(flags):
+                configs.append(("keras-pose tf.function mixed_bfloat16 (network)",
+                                {**base, "kind": "keras", "jit": False, "precision": BFLOAT16,
+                                 "policy": "mixed_bfloat16"}))
+            else:
+                skip_notes.append("keras-pose mixed_bfloat16 skipped: this CPU has no bfloat16 "
+                                  "instructions")
+        extra, notes = baseline_configs(args, batches, registry, flags)
+        configs += extra
+        skip_notes += notes
     except ValueError as error:
         print(f"benchmark infer: {error}", file=sys.stderr)
         return 2
-    from keras_pose.keypoints import get_keypoint_set
-
     print(f"benchmark infer: {common.machine_description()}", flush=True)
+    for note in skip_notes:
+        print(f"  {note}", flush=True)
     load_before = os.getloadavg()
-    base = {"model": args.model, "options": model_options(args.model, args.stacks),
-            "keypoint_set": args.keypoint_set, "input_size": args.input_size,
-            "batches": batches, "warmup": args.warmup,
-            "intra": args.intra_threads, "inter": args.inter_threads}
-    configs = [("keras-pose SavedModel serving_default", {**base, "kind": "saved_model"})]
-    jits = {"both": (False, True), "on": (True,), "off": (False,), "none": ()}[args.jit]
-    for jit in jits:
-        configs.append((f"keras-pose tf.function jit={'on' if jit else 'off'} (network)",
-                        {**base, "kind": "keras", "jit": jit}))
-    torch_note = ""
-    if args.no_torch:
-        torch_note = "PyTorch baseline skipped (--no-torch)"
-    elif args.model != "stacked_hourglass":
-        torch_note = f"no PyTorch port of {args.model}: baseline skipped"
-    elif not torch_available():
-        torch_note = "torch is not installed (pip install 'keras-pose[bench]'): baseline skipped"
-    else:
-        for layout in [s.strip() for s in args.torch_layouts.split(",") if s.strip()]:
-            configs.append((f"PyTorch {torch_version()} eager {layout} (network)", {
-                "kind": "torch", "num_keypoints": get_keypoint_set(args.keypoint_set)
-                .num_keypoints, "stacks": args.stacks, "input_size": args.input_size,
-                "batches": batches, "warmup": args.warmup,
-                "channels_last": layout == "channels_last"}))
 
     # Start one at a time (start-up and export are the heavy part), then time in alternation.
     workers, results = [], {}
@@ -253,54 +371,65 @@ def run(args: argparse.Namespace) -> int:
         except WorkerError as error:
             worker.close()
             results[label] = {"error": str(error)}
-    return _report(args, batches, configs, results, torch_note, load_before)
+    return report(args, batches, configs, results, skip_notes, load_before)
 
 
-def _report(args, batches, configs, results, torch_note, load_before) -> int:
+def fastest_baselines(batch: int, configs, results) -> dict[str, tuple[str, float]]:
+    """``{precision: (label, median seconds)}`` of the fastest baseline at ``batch``."""
+    medians = {label: (spec["precision"], common.median(results[label]["named_times"][str(batch)]))
+               for label, spec in configs
+               if spec.get("baseline") and "named_times" in results.get(label, {})}
+    return baselines.fastest(medians)
+
+
+def report(args, batches, configs, results, notes, load_before) -> int:
+    """Print the table (each row against the fastest baseline of its precision); 1 on failure."""
     status = 0
     flops = next((r["forward_flops"] for r in results.values() if "forward_flops" in r), None)
     title = (f"Inference, {args.model} "
              f"{'stacks=' + str(args.stacks) + ' ' if args.model in HOURGLASSES else ''}"
              f"input {args.input_size}, {args.keypoint_set}; medians of {args.repeats} calls "
              f"after {args.warmup} warm-up, configurations alternating")
-    header = ["configuration", "batch", "ms/call", "IQR", "vs PyTorch", "images/s", "GFLOP/s",
-              "peak RSS MiB"]
-    rows = []
+    header = ["configuration", "precision", "batch", "ms/call", "IQR",
+              "vs fastest baseline (same precision)", "images/s", "GFLOP/s", "peak RSS MiB"]
+    rows, summary = [], []
     for batch in batches:
         key = str(batch)
-        torch_medians = {label: common.median(r["named_times"][key])
-                         for label, r in results.items()
-                         if label.startswith("PyTorch") and "named_times" in r}
-        base = min(torch_medians.values()) if torch_medians else None
-        for label, _ in configs:
+        best = fastest_baselines(batch, configs, results)
+        for precision, (label, seconds) in sorted(best.items()):
+            summary.append(f"fastest {precision} baseline at batch {batch}: {label}, "
+                           f"{seconds * 1e3:.1f} ms")
+        for label, spec in configs:
             r = results.get(label, {"error": "not run"})
+            precision = spec["precision"]
             if "error" in r:
-                rows.append([label, batch, "failed", r["error"][:60], "", "", "", ""])
+                rows.append([label, precision, batch, "failed", r["error"][:60], "", "", "", ""])
                 status = 1
                 continue
             t = common.median(r["named_times"][key])
-            suffix = " (baseline)" if base is not None and torch_medians.get(label) == base \
-                else ""
-            rows.append([label + suffix, batch, f"{t * 1e3:.1f}",
-                         common.spread(r["named_times"][key]),
-                         f"{t / base:.2f}x" if base else "-", f"{batch / t:.2f}",
+            fastest = best.get(precision)
+            suffix = " (fastest baseline)" if fastest and fastest[0] == label else ""
+            ratio = f"{t / fastest[1]:.2f}x" if fastest else "-"
+            rows.append([label + suffix, precision, batch, f"{t * 1e3:.1f}",
+                         common.spread(r["named_times"][key]), ratio, f"{batch / t:.2f}",
                          f"{flops * batch / t / 1e9:.1f}" if flops else "-",
                          f"{r['peak_rss_mib']:.0f}"])
     common.print_table(title, header, rows)
     saved = results.get(configs[0][0], {})
-    notes = []
+    notes = [*summary, *notes]
     if "exporter" in saved:
         notes.append(f"SavedModel written by {saved['exporter']}; outputs {saved['outputs']}; "
                      f"it also resizes the uint8 input and decodes keypoints, which the "
-                     f"PyTorch baseline does not")
+                     f"baselines do not")
     if flops:
         notes.append(f"FLOPs: {flops / 1e9:.2f} GFLOP per image (per-layer multiply-adds x 2)")
-    torch_threads_used = [r.get("threads") for label, r in results.items()
-                          if label.startswith("PyTorch") and "threads" in r]
-    if torch_threads_used:
-        notes.append(f"PyTorch: torch.get_num_threads() = {torch_threads_used[0]}")
-    if torch_note:
-        notes.append(torch_note)
+    for label, spec in configs:
+        r = results.get(label, {})
+        if spec.get("baseline") and "max_abs_diff" in r:
+            notes.append(f"{label}: max |heatmap - eager PyTorch| = {r['max_abs_diff']:.2g} "
+                         f"(heatmaps up to {r['reference_scale']:.2g}), {r['threads']} threads")
+    if any(spec.get("baseline") for _, spec in configs):
+        notes.append(f"baselines: {baselines.versions()}")
     common.print_notes(notes, load_before)
     return status
 

@@ -8,10 +8,14 @@ flips), heatmap targets, the network, the summed masked loss and the update are 
 The baseline is the PyTorch port in ``keras_pose/benchmarks/torch_hourglass.py`` (same layers,
 same parameter count, same loss, RMSprop) fed a ready float batch and ready targets of the same
 size, with PyTorch's defaults and ``torch.set_num_threads(os.cpu_count())``; its data
-preparation is not timed, which favours it. Both NCHW and channels_last are measured and the
-faster is the baseline.
+preparation is not timed, which favours it. The candidates (``baselines.TRAIN_BASELINES``,
+each skipped with a printed reason when torch is absent, bfloat16 ones also on a CPU without
+bfloat16 instructions): eager NCHW and channels_last, ``torch.compile``, and bfloat16
+autocast eager and compiled. They are timed in alternation first; the fastest of each
+precision is then the baseline of every keras-pose configuration of that precision
+(``float32`` against float32, ``mixed_bfloat16`` against bfloat16 autocast).
 
-Each configuration runs in its own process; keras-pose and PyTorch steps are timed in
+Each configuration runs in its own process; keras-pose and baseline steps are timed in
 alternation (see ``workers.py``), so machine load drifts into both sides alike. GFLOP/s use
 FLOPs counted per layer (multiply-adds x 2 of every convolution and dense layer of the Keras
 model; a training step counted as 3 forward passes: forward, gradient w.r.t. activations,
@@ -28,7 +32,7 @@ import os
 import sys
 from typing import Any
 
-from keras_pose.benchmarks import common
+from keras_pose.benchmarks import baselines, common
 from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve, worker_main
 from keras_pose.resources import peak_rss_mib
 
@@ -154,21 +158,6 @@ def configure_tf_threads(intra: int, inter: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
-def torch_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
-def torch_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torch")
-    except PackageNotFoundError:
-        return "?"
-
-
 def torch_threads() -> int:
     return os.cpu_count() or 1
 
@@ -243,7 +232,15 @@ def serve_keras(spec: dict) -> None:
 
 
 def serve_torch(spec: dict) -> None:
-    """One PyTorch training step of the hourglass port (forward, loss, backward, RMSprop)."""
+    """One PyTorch training step of the hourglass port (forward, loss, backward, RMSprop).
+
+    ``spec``: ``layout`` (``nchw`` or ``channels_last``), ``compile`` (``torch.compile`` the
+    model), ``autocast`` (forward and loss under ``torch.autocast("cpu", torch.bfloat16)``: the
+    convolutions in bfloat16, weights and the update in float32, like Keras's
+    ``mixed_bfloat16``).
+    """
+    import contextlib
+
     import numpy as np
     import torch
 
@@ -257,15 +254,22 @@ def serve_torch(spec: dict) -> None:
     images = torch.from_numpy(rng.uniform(0, 255, (b, 3, size, size)).astype(np.float32))
     targets = torch.from_numpy(rng.uniform(0, 1, (b, k, size // 4, size // 4)).astype(np.float32))
     weights = torch.from_numpy((rng.uniform(size=(b, k)) > 0.125).astype(np.float32))
-    if spec["channels_last"]:
+    if spec.get("layout", "nchw") == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.RMSprop(model.parameters(), lr=2.5e-4, alpha=0.99, eps=1e-8)
+    forward = torch.compile(model) if spec.get("compile") else model
+
+    def precision():
+        if spec.get("autocast"):
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = th.summed_loss(model(images), targets, weights)
+        with precision():
+            loss = th.summed_loss(forward(images), targets, weights)
         loss.backward()
         optimizer.step()
         return float(loss)
@@ -303,9 +307,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TF intra-op threads (0 = TF default)")
     parser.add_argument("--inter-threads", type=int, default=0,
                         help="TF inter-op threads (0 = TF default)")
-    parser.add_argument("--torch-layouts", default="nchw,channels_last",
-                        help="PyTorch memory formats to measure; the faster is the baseline")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    parser.add_argument("--baselines", default="all",
+                        help="comma-separated names, 'all' or 'none'; the fastest of each "
+                             "precision is the baseline; names: "
+                             + ", ".join(b.name for b in baselines.TRAIN_BASELINES))
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds allowed for a worker's start-up, and for each step")
@@ -340,10 +345,8 @@ def _validate(args: argparse.Namespace) -> list[tuple[bool, str]]:
                              f"received {getattr(args, name)}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, received {args.warmup}")
-    layouts = [s.strip() for s in args.torch_layouts.split(",") if s.strip()]
-    bad = [s for s in layouts if s not in ("nchw", "channels_last")]
-    if bad:
-        raise ValueError(f"--torch-layouts: {bad} not in ['nchw', 'channels_last']")
+    if args.baselines.strip() != "none":
+        baselines.select(baselines.TRAIN_BASELINES, baselines.parse_names(args.baselines), ())
     return parse_configs(args.configs)
 
 
@@ -371,8 +374,11 @@ def _finish(worker: Worker, label: str) -> dict:
     return result
 
 
-def run(args: argparse.Namespace) -> int:
-    """Measure and print the training-step tables; 1 if a configuration failed."""
+def run(args: argparse.Namespace, registry=baselines.TRAIN_BASELINES) -> int:
+    """Measure and print the training-step tables; 1 if a configuration failed.
+
+    ``registry``: the candidate baselines (:mod:`keras_pose.benchmarks.baselines`).
+    """
     try:
         configs = _validate(args)
     except ValueError as error:
@@ -390,8 +396,10 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(matmul, Worker):
         matmul = _matmul_result(matmul)
 
-    # PyTorch: each requested layout, timed in alternation; the faster stays as the baseline.
-    torch_note, layout_results, baseline = _torch_phase(args, num_keypoints)
+    # Baselines: every candidate timed in alternation; the fastest of each precision stays.
+    precisions = {baselines.precision_of(precision) for _, precision in configs}
+    skip_notes, baseline_results, kept = _baseline_phase(args, num_keypoints, registry,
+                                                         precisions)
 
     keras_results = []
     for jit, precision in configs:
@@ -404,22 +412,24 @@ def run(args: argparse.Namespace) -> int:
                 "warmup": args.warmup, **threads}
         worker = _start(spec, args.timeout, label)
         if not isinstance(worker, Worker):
-            keras_results.append((label, worker, None))
+            keras_results.append((label, precision, worker, None))
             continue
+        baseline = kept.get(baselines.precision_of(precision))
         rounds = [worker] + ([baseline[1]] if baseline else [])
         first = len(baseline[1].times) if baseline else 0
         try:
             alternate(rounds, args.repeats)
         except WorkerError as error:
             worker.close()
-            keras_results.append((label, {"error": str(error)}, None))
+            keras_results.append((label, precision, {"error": str(error)}, None))
             continue
-        paired = baseline[1].times[first:] if baseline else None
-        keras_results.append((label, _finish(worker, label), paired))
+        paired = (baseline[0], baseline[1].times[first:]) if baseline else None
+        keras_results.append((label, precision, _finish(worker, label), paired))
 
-    torch_final = _finish(baseline[1], baseline[0]) if baseline else None
-    return _report(args, matmul, keras_results, layout_results, baseline, torch_final,
-                   torch_note, load_before)
+    kept_final = {precision: (label, _finish(worker, label))
+                  for precision, (label, worker) in kept.items()}
+    return _report(args, matmul, keras_results, baseline_results, kept_final, skip_notes,
+                   load_before)
 
 
 def _matmul_result(worker: Worker) -> dict:
@@ -430,98 +440,117 @@ def _matmul_result(worker: Worker) -> dict:
         return {"error": str(error)}
 
 
-def _torch_phase(args, num_keypoints: int):
-    """Start the PyTorch workers, time the layouts in alternation, keep the faster alive."""
-    if args.no_torch:
-        return "PyTorch baseline skipped (--no-torch)", [], None
+def _baseline_phase(args, num_keypoints: int, registry, precisions: set[str]):
+    """Start the baselines of the wanted precisions, time them in alternation, keep the fastest
+    of each precision alive.
+
+    Returns:
+        (skip notes, [(label, precision, result)] of every baseline,
+        ``{precision: (label, Worker)}`` of the kept ones).
+    """
+    if args.baselines.strip() == "none":
+        return ["baselines skipped (--baselines none)"], [], {}
     if args.model != "stacked_hourglass":
-        return f"no PyTorch port of {args.model}: baseline skipped", [], None
-    if not torch_available():
-        return ("torch is not installed (pip install 'keras-pose[bench]'): baseline skipped",
-                [], None)
-    started = []
-    results = []
-    for layout in [s.strip() for s in args.torch_layouts.split(",") if s.strip()]:
-        label = f"PyTorch {torch_version()} eager {layout}"
-        spec = {"kind": "torch", "num_keypoints": num_keypoints, "stacks": args.stacks,
-                "batch": args.batch, "input_size": args.input_size,
-                "channels_last": layout == "channels_last", "warmup": args.warmup}
-        worker = _start(spec, args.timeout, label)
+        return [f"no PyTorch port of {args.model}: baselines skipped"], [], {}
+    chosen, notes = baselines.select(registry, baselines.parse_names(args.baselines))
+    for missing in sorted(precisions - {b.precision for b in chosen}):
+        notes.append(f"no {missing} baseline runs here: keras-pose {missing} rows have no ratio")
+    started, results = [], []
+    for baseline in chosen:
+        if baseline.precision not in precisions:
+            continue  # no keras-pose configuration at this precision to compare with
+        spec = {**baseline.spec, "kind": "torch", "num_keypoints": num_keypoints,
+                "stacks": args.stacks, "batch": args.batch, "input_size": args.input_size,
+                "warmup": args.warmup}
+        worker = _start(spec, args.timeout, baseline.label)
         if isinstance(worker, Worker):
-            started.append((label, worker))
+            started.append((baseline, worker))
         else:
-            results.append((label, worker))
+            results.append((baseline.label, baseline.precision, worker))
     if not started:
-        return "every PyTorch worker failed", results, None
+        return notes, results, {}
     try:
         alternate([w for _, w in started], args.repeats)
     except WorkerError as error:
         for _, w in started:
             w.close()
-        return f"PyTorch failed: {error}", results, None
-    best = min(started, key=lambda item: common.median(item[1].times))
-    for label, worker in started:
-        print(f"    {label}: median {common.median(worker.times):.3f} s", flush=True)
-        results.append((label, {**worker.meta, "times": list(worker.times)}))
-        if worker is not best[1]:
-            results[-1] = (label, _finish(worker, label))
-    return "", results, best
+        return [*notes, f"baselines failed: {error}"], results, {}
+    best = baselines.fastest({b.label: (b.precision, common.median(w.times))
+                              for b, w in started})
+    kept = {}
+    for baseline, worker in started:
+        print(f"    {baseline.label}: median {common.median(worker.times):.3f} s", flush=True)
+        if best[baseline.precision][0] == baseline.label:
+            kept[baseline.precision] = (baseline.label, worker)
+            result = {**worker.meta, "times": list(worker.times)}
+        else:
+            result = _finish(worker, baseline.label)
+        results.append((baseline.label, baseline.precision, result))
+    return notes, results, kept
 
 
-def _report(args, matmul, keras_results, layout_results, baseline, torch_final, torch_note,
+def _report(args, matmul, keras_results, baseline_results, kept_final, notes,
             load_before) -> int:
     status = 0
     peak = matmul.get("gflops")
-    flops = next((r["forward_flops"] for _, r, _ in keras_results if "forward_flops" in r),
+    flops = next((r["forward_flops"] for _, _, r, _ in keras_results if "forward_flops" in r),
                  None)
     train_flops = 3 * flops * args.batch if flops else None
 
     def rate(seconds):
         return train_flops / seconds / 1e9 if train_flops else None
 
-    header = ["configuration", "s/step", "IQR", "PyTorch s/step (same rounds)",
-              "vs PyTorch", "GFLOP/s", "% of matmul", "peak RSS MiB", "params"]
+    def cells(seconds, r):
+        g = rate(seconds)
+        return [f"{g:.1f}" if g else "-", f"{100 * g / peak:.0f}%" if g and peak else "-",
+                f"{r['peak_rss_mib']:.0f}", f"{r['params']:,}"]
+
+    header = ["configuration", "s/step", "IQR", "fastest baseline of the same precision",
+              "its s/step (same rounds)", "ratio", "GFLOP/s", "% of matmul", "peak RSS MiB",
+              "params"]
     rows = []
-    for label, r, paired in keras_results:
+    for label, _, r, paired in keras_results:
         if "error" in r:
-            rows.append([label, "failed", r["error"][:70], "", "", "", "", "", ""])
+            rows.append([label, "failed", r["error"][:70], "", "", "", "", "", "", ""])
             status = 1
             continue
         t = common.median(r["times"])
-        base = common.median(paired) if paired else None
-        g = rate(t)
+        base = common.median(paired[1]) if paired else None
         rows.append([label, f"{t:.3f}", common.spread(r["times"]),
-                     f"{base:.3f}" if base else "-", f"{t / base:.2f}x" if base else "-",
-                     f"{g:.1f}" if g else "-", f"{100 * g / peak:.0f}%" if g and peak else "-",
-                     f"{r['peak_rss_mib']:.0f}", f"{r['params']:,}"])
-    if torch_final and "error" not in torch_final:
-        t = common.median(torch_final["times"])
-        g = rate(t)
-        rows.append([f"{baseline[0]} (baseline, all rounds)", f"{t:.3f}",
-                     common.spread(torch_final["times"]), "-", "1.00x",
-                     f"{g:.1f}" if g else "-", f"{100 * g / peak:.0f}%" if g and peak else "-",
-                     f"{torch_final['peak_rss_mib']:.0f}", f"{torch_final['params']:,}"])
+                     paired[0] if paired else "-", f"{base:.3f}" if base else "-",
+                     f"{t / base:.2f}x" if base else "-", *cells(t, r)])
+    for precision, (label, r) in sorted(kept_final.items()):
+        if "error" in r:
+            rows.append([label, "failed", r["error"][:70], "", "", "", "", "", "", ""])
+            status = 1
+            continue
+        t = common.median(r["times"])
+        rows.append([f"{label} (all rounds)", f"{t:.3f}", common.spread(r["times"]),
+                     f"fastest {precision}", "-", "1.00x", *cells(t, r)])
     title = (f"Training step, {args.model} "
              f"{'stacks=' + str(args.stacks) + ' ' if args.model in HOURGLASSES else ''}"
              f"batch {args.batch}, input {args.input_size}, crops {args.crop_size}, "
              f"{args.keypoint_set}; medians of {args.repeats} steps after {args.warmup} "
-             "warm-up, keras-pose and PyTorch steps alternating")
+             "warm-up, keras-pose and baseline steps alternating")
     common.print_table(title, header, rows)
 
-    if layout_results:
-        layout_rows = []
-        for label, r in layout_results:
+    if baseline_results:
+        kept_labels = {label for label, _ in kept_final.values()}
+        baseline_rows = []
+        for label, precision, r in baseline_results:
             if "error" in r:
-                layout_rows.append([label, "failed", r["error"][:70]])
+                baseline_rows.append([label, precision, "failed", r["error"][:70]])
                 status = 1
             else:
-                layout_rows.append([label, f"{common.median(r['times']):.3f}",
-                                    common.spread(r["times"])])
-        common.print_table("PyTorch memory formats (alternating; the faster is the baseline)",
-                           ["configuration", "s/step", "IQR"], layout_rows)
+                mark = " (fastest: kept)" if label in kept_labels else ""
+                baseline_rows.append([label + mark, precision,
+                                      f"{common.median(r['times'][:args.repeats]):.3f}",
+                                      common.spread(r["times"][:args.repeats])])
+        common.print_table("Baselines (alternating; the fastest of each precision is kept)",
+                           ["configuration", "precision", "s/step", "IQR"], baseline_rows)
 
     details = []
-    for label, r, _ in keras_results:
+    for label, _, r, _ in keras_results:
         if "prepare_times" in r:
             details.append([label, r["sampler"],
                             f"{common.median(r['prepare_times']) * 1e3:.1f}",
@@ -532,7 +561,7 @@ def _report(args, matmul, keras_results, layout_results, baseline, torch_final, 
                            ["configuration", "warp sampler", "augment+targets ms (alone)",
                             "last loss", "finite", "TF intra/inter threads (0 = default)"],
                            details)
-    notes = []
+    notes = list(notes)
     if flops:
         notes.append(f"FLOPs: {flops / 1e9:.2f} GFLOP per example forward (per-layer "
                      f"multiply-adds x 2, conv and dense layers); training step = 3 x forward x "
@@ -542,11 +571,10 @@ def _report(args, matmul, keras_results, layout_results, baseline, torch_final, 
                      "(median of 5) on this machine")
     else:
         notes.append(f"matmul: failed ({matmul.get('error')})")
-    if torch_final and "threads" in torch_final:
-        notes.append(f"PyTorch: torch.get_num_threads() = {torch_final['threads']}, "
-                     "fed a ready float batch and targets (its data preparation is not timed)")
-    if torch_note:
-        notes.append(torch_note)
+    threads = next((r["threads"] for _, (_, r) in kept_final.items() if "threads" in r), None)
+    if threads:
+        notes.append(f"baselines: {baselines.versions()}, torch.get_num_threads() = {threads}, "
+                     "fed a ready float batch and targets (their data preparation is not timed)")
     common.print_notes(notes, load_before)
     return status
 
