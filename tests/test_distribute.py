@@ -113,7 +113,7 @@ MIRRORED = textwrap.dedent("""
 
 # One worker of a two-worker cluster: three training steps with augmentation, then the weights.
 WORKER = textwrap.dedent("""
-    from keras_pose.training.run import make_strategy
+    from keras_pose.training.strategy import make_strategy
     strategy = make_strategy("multiworker")
     import tensorflow as tf
     with strategy.scope():
@@ -336,7 +336,7 @@ JIT_RULES = textwrap.dedent("""
     logical_cpus(2)
     import tensorflow as tf
     from keras_pose.pipeline import PipelineError
-    from keras_pose.training.run import resolve_jit_compile
+    from keras_pose.training.strategy import resolve_jit_compile
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     results = {"auto": resolve_jit_compile("auto", strategy),
                "false": resolve_jit_compile("false", strategy),

@@ -191,6 +191,7 @@ def serve_keras(spec: dict) -> None:
 
     from keras_pose.keypoints import get_keypoint_set
     from keras_pose.training import run
+    from keras_pose.training.strategy import resolve_jit_compile
 
     pipeline = benchmark_pipeline(spec)
     keras.mixed_precision.set_global_policy(pipeline.train.mixed_precision)
@@ -198,7 +199,7 @@ def serve_keras(spec: dict) -> None:
     keypoint_set = get_keypoint_set(pipeline.data.keypoint_set)
     trainer = run.build_trainer(pipeline, keypoint_set.num_keypoints)
     trainer.compile(optimizer=run.make_optimizer(pipeline),
-                    jit_compile=run.resolve_jit_compile(pipeline.train.jit_compile))
+                    jit_compile=resolve_jit_compile(pipeline.train.jit_compile))
     batch = {k: tf.constant(v) for k, v in synthetic_batch(
         spec["batch"], spec["crop_size"], keypoint_set.num_keypoints).items()}
     trainer.make_train_function()
