@@ -15,12 +15,12 @@ HEATMAP_SPEC = OutputSpec(HEATMAPS, 4, "mse", ("stack_1", "stack_2"))
 COORD_SPEC = OutputSpec(COORDINATES, None, "coordinate_l2", ("stage_1",))
 
 
-def decode_outputs(output, spec, input_size, refine="quarter"):
+def codec_decode(output, spec, input_size, refine="quarter"):
     return codecs.codec_for(spec, input_size, refine=refine).decode(output)
 
 
 def decode_to_image(output, spec, input_size, matrices, crop_box, crop_size, refine="quarter"):
-    points, scores = decode_outputs(output, spec, input_size, refine)
+    points, scores = codec_decode(output, spec, input_size, refine)
     return decode.crop_to_image(decode.input_to_crop(points, matrices), crop_box, crop_size), scores
 
 
@@ -97,18 +97,18 @@ def test_round_trip_image_crop_heatmap_decode_image():
     assert np.abs(np.asarray(back) - np.asarray(expected)).max() <= 0.5
 
 
-def test_decode_outputs_for_both_kinds():
+def test_codec_decode_for_both_kinds():
     heat = np.array([[[10.5, 20.5], [30.75, 40.25]]], np.float32)
     heatmaps = _render(heat)
-    coords, scores = decode_outputs(heatmaps, OutputSpec(HEATMAPS, 4, "mse", ("s",)), 256)
+    coords, scores = codec_decode(heatmaps, OutputSpec(HEATMAPS, 4, "mse", ("s",)), 256)
     np.testing.assert_allclose(coords, heat * 4.0, atol=1e-4)
     np.testing.assert_allclose(scores[0, 0], 1.0, atol=1e-6)
     normalized = np.array([[[0.0, -0.25], [0.5, 0.1]]], np.float32)
-    coords, scores = decode_outputs([normalized * 0, normalized], COORD_SPEC, (128, 256))
+    coords, scores = codec_decode([normalized * 0, normalized], COORD_SPEC, (128, 256))
     np.testing.assert_allclose(coords, [[[128.0, 32.0], [256.0, 76.8]]], atol=1e-4)
     np.testing.assert_array_equal(scores, np.ones((1, 2)))
     with pytest.raises(ValueError, match="do not match"):
-        decode_outputs(heatmaps, OutputSpec(HEATMAPS, 2, "mse", ("s",)), 256)
+        codec_decode(heatmaps, OutputSpec(HEATMAPS, 2, "mse", ("s",)), 256)
 
 
 def test_softmax_logits_decode_to_peak_probabilities():
@@ -121,18 +121,18 @@ def test_softmax_logits_decode_to_peak_probabilities():
     logits = np.stack([-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2) * scale
                        for (x, y), scale in zip(points[0], (1.0, 1.0, 0.0))], -1)[None]
     logits = logits.astype(np.float32) + 7.0
-    coords, scores = decode_outputs(logits, spec, 256, refine="gaussian")
+    coords, scores = codec_decode(logits, spec, 256, refine="gaussian")
     flat = logits[0].reshape(-1, 3).astype(np.float64)
     expected = (np.exp(flat - flat.max(0)) / np.exp(flat - flat.max(0)).sum(0)).max(0)
     np.testing.assert_allclose(scores[0], expected, rtol=1e-5)
     assert np.all(np.asarray(scores) <= 1.0) and float(scores[0, 0]) > 0.05
     np.testing.assert_allclose(scores[0, 2], 1 / 1024, rtol=1e-5)  # flat map: uniform
     np.testing.assert_allclose(np.asarray(coords)[0, :2], points[0, :2] * 8, atol=0.08)
-    shifted, shifted_scores = decode_outputs(logits - 30.0, spec, 256, refine="gaussian")
+    shifted, shifted_scores = codec_decode(logits - 30.0, spec, 256, refine="gaussian")
     np.testing.assert_allclose(shifted, coords, atol=1e-3)
     np.testing.assert_allclose(shifted_scores, scores, rtol=1e-4)
     # The same array read as MSE heatmaps keeps the raw peak values.
-    _, raw = decode_outputs(logits, OutputSpec(HEATMAPS, 8, "mse", ("s",)), 256)
+    _, raw = codec_decode(logits, OutputSpec(HEATMAPS, 8, "mse", ("s",)), 256)
     np.testing.assert_allclose(raw[0], flat.max(0), rtol=1e-6)
 
 
@@ -185,7 +185,7 @@ def test_flip_test_with_an_ideal_model_returns_its_heatmaps():
     averaged = np.asarray(codecs.flip_test(HEATMAP_CODEC, ideal_model, images, perm))
     assert calls == [4]
     np.testing.assert_allclose(averaged, truth, atol=1e-5)
-    coords, _ = decode_outputs(averaged, HEATMAP_SPEC, size, refine="gaussian")
+    coords, _ = codec_decode(averaged, HEATMAP_SPEC, size, refine="gaussian")
     np.testing.assert_allclose(coords, keypoints, atol=0.05)
 
 
@@ -193,7 +193,7 @@ def test_decoding_exports_to_saved_model(tmp_path):
     """A codec's decode traces into a SavedModel of stock TF ops and runs after reloading."""
     module = tf.Module()
     module.decode = tf.function(
-        lambda hm: decode_outputs(hm, HEATMAP_SPEC, 64),
+        lambda hm: codec_decode(hm, HEATMAP_SPEC, 64),
         input_signature=[tf.TensorSpec([None, 16, 16, 17], tf.float32)],
     )
     tf.saved_model.save(module, str(tmp_path / "decode"))

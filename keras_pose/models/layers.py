@@ -11,6 +11,7 @@ import keras
 from keras import layers, ops
 
 from keras_pose.keypoints import coord_to_index, index_to_coord
+from keras_pose.targets import coordinates_to_input
 
 # Torch/PyTorch BatchNorm defaults (running = 0.9 * running + 0.1 * batch), as every reference
 # implementation of these networks uses.
@@ -276,8 +277,7 @@ def crop_sides(coords, height: int, width: int, torso, crop_scale: float,
     (``keras_pose.training.cascade``) calls it on the ground truth, the network on its own
     previous estimate.
     """
-    size = ops.convert_to_tensor([width, height], dtype="float32")
-    points = (coords + 0.5) * size
+    points = coordinates_to_input(coords, (height, width))
     if torso is not None:
         delta = points[:, torso[0], :] - points[:, torso[1], :]
     else:
