@@ -38,10 +38,10 @@ def test_codec_for_picks_one_codec_per_kind():
         codecs.codec_for(HEATMAP_SPEC, 64, refine="dark")
 
 
-@pytest.mark.parametrize("refine, bound", [("quarter", 1.0), ("gaussian", 0.05)])
+@pytest.mark.parametrize("refine, bound", [("quarter", 1.0 + 1e-4), ("gaussian", 1e-3)])
 def test_heatmap_encode_decode_round_trip(refine, bound):
-    """Quarter step: <= 0.25 heatmap px = 1 input px at stride 4; the log-parabola is exact for
-    a Gaussian up to float32 rounding (bound 0.05 input px, measured max ~0.01)."""
+    """Quarter step: <= 0.25 heatmap px = 1 input px at stride 4 (measured max 0.998 over five
+    seeds); the log-parabola is exact for a Gaussian up to float32 rounding (measured 1e-6)."""
     rng = np.random.default_rng(0)
     codec = codecs.codec_for(HEATMAP_SPEC, (64, 96), sigma=1.5, refine=refine)
     # One heatmap pixel from the border, so the parabola has both neighbours.
