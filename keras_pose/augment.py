@@ -49,6 +49,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_pose.geometry import size_pair
+from keras_pose.keypoints import PIXEL_CENTER_OFFSET, coord_to_index, index_to_coord
 from keras_pose.pipeline import AugmentConfig
 
 SAMPLERS = ("gather", "affine_transform")
@@ -57,21 +59,6 @@ _SAMPLER_ALIASES = {"affine": "affine_transform"}
 # Columns of the single uniform draw made per sample (one draw keeps int seeds independent).
 _ANGLE, _ROTATE, _SCALE, _TX, _TY, _FLIP, _BRIGHTNESS, _CONTRAST, _SATURATION = range(9)
 _NUM_DRAWS = 9
-
-
-def size_pair(size, name: str = "input_size") -> tuple[int, int]:
-    """An int or (height, width) -> (height, width), validated."""
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    try:
-        height, width = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be an int or a (height, width) pair, received {name}={size!r}"
-        ) from None
-    if height < 1 or width < 1:
-        raise ValueError(f"{name} must be positive, received {name}={size!r}")
-    return height, width
 
 
 def context_needed(config: AugmentConfig) -> float:
@@ -231,14 +218,14 @@ def _gather_bilinear(images, inverse, out_h, out_w):
     if src_h is None or src_w is None or channels is None:
         raise ValueError(f"images need static H, W, C, received shape {tuple(images.shape)}")
     # Output pixel centres in continuous coordinates, mapped to source array indices.
-    xs = ops.arange(out_w, dtype="float32") + 0.5
-    ys = ops.arange(out_h, dtype="float32") + 0.5
+    xs = index_to_coord(ops.arange(out_w, dtype="float32"))
+    ys = index_to_coord(ops.arange(out_h, dtype="float32"))
 
     def source_index(row):
         coord = (inverse[:, row, 0, None, None] * xs[None, None, :]
                  + inverse[:, row, 1, None, None] * ys[None, :, None]
                  + inverse[:, row, 2, None, None])
-        return coord - 0.5
+        return coord_to_index(coord)
 
     # Clipping keeps far-away coordinates from overflowing int32; they read 0 anyway.
     sx = ops.clip(source_index(0), -2.0, src_w + 1.0)  # [B, h, w]
@@ -272,11 +259,12 @@ def _affine_transform(images, inverse, out_h, out_w):
     pad_h, pad_w = max(0, out_h - src_h), max(0, out_w - src_w)
     if pad_h or pad_w:
         images = ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-    # Source index = Inv * (output index + 0.5) - 0.5  (pixel centres at +0.5).
+    # Source index = coord_to_index(Inv * index_to_coord(output index)): the offset folded
+    # into the translation column.
     a0, a1 = inverse[:, 0, 0], inverse[:, 0, 1]
     b0, b1 = inverse[:, 1, 0], inverse[:, 1, 1]
-    a2 = inverse[:, 0, 2] + 0.5 * (a0 + a1) - 0.5
-    b2 = inverse[:, 1, 2] + 0.5 * (b0 + b1) - 0.5
+    a2 = coord_to_index(inverse[:, 0, 2] + PIXEL_CENTER_OFFSET * (a0 + a1))
+    b2 = coord_to_index(inverse[:, 1, 2] + PIXEL_CENTER_OFFSET * (b0 + b1))
     zeros = ops.zeros_like(a0)
     transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=-1)
     warped = ops.image.affine_transform(

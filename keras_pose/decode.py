@@ -1,4 +1,7 @@
-"""Model outputs -> keypoints, and back through the crop to the original image.
+"""Heatmaps -> keypoints, and keypoints back through the crop to the original image.
+
+The pieces the codecs (``keras_pose.codecs``) decode with; a model's output is decoded by its
+codec, ``codec_for(output_spec, input_size).decode(output)``.
 
 ``keras.ops`` only (argmax, gathers, elementwise math): traced into a SavedModel it uses stock
 TensorFlow ops that TF Serving runs.
@@ -35,24 +38,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from keras import ops
 
-from keras_pose.augment import apply_affine, invert_affine, size_pair
+from keras_pose.augment import apply_affine, invert_affine
+from keras_pose.keypoints import index_to_coord
 
 REFINEMENTS = ("quarter", "gaussian", "none")
-
-
-def _last(output):
-    """The final prediction of a model that returns its intermediate outputs as a list."""
-    if isinstance(output, (list, tuple)):
-        return output[-1]
-    if isinstance(output, dict):
-        return list(output.values())[-1]
-    return output
 
 
 def decode_heatmaps(heatmaps, refine: str = "quarter") -> tuple[Any, Any]:
@@ -97,8 +90,8 @@ def decode_heatmaps(heatmaps, refine: str = "quarter") -> tuple[Any, Any]:
         else:
             dx = _log_parabola_offset(left, scores, right) * inner_x
             dy = _log_parabola_offset(up, scores, down) * inner_y
-    x = ops.cast(col, "float32") + 0.5 + dx
-    y = ops.cast(row, "float32") + 0.5 + dy
+    x = index_to_coord(ops.cast(col, "float32")) + dx
+    y = index_to_coord(ops.cast(row, "float32")) + dy
     return ops.stack([x, y], axis=-1), scores
 
 
@@ -127,116 +120,6 @@ def spatial_softmax(logits) -> Any:
     batch, channels = ops.shape(logits)[0], ops.shape(logits)[3]
     flat = ops.reshape(logits, (batch, height * width, channels))
     return ops.reshape(ops.softmax(flat, axis=1), (batch, height, width, channels))
-
-
-def decode_outputs(output, output_spec, input_size, refine: str = "quarter") -> tuple[Any, Any]:
-    """Any model's output -> keypoints in input pixels and scores, read from its OutputSpec.
-
-    Args:
-        output: the final output (or the list of outputs; the last is used): heatmaps
-            ``[B, h, w, K]`` or normalized coordinates ``[B, K, 2]``.
-        output_spec: ``keras_pose.models.base.OutputSpec``.
-        input_size: network input size, an int or (height, width).
-        refine: heatmap sub-pixel refinement (see :func:`decode_heatmaps`).
-
-    Returns:
-        ``(coords, scores)``: float32 ``[B, K, 2]`` in input pixels and ``[B, K]``: the peak
-        value of MSE-trained heatmaps; for heatmaps trained with the spatial-softmax loss
-        (``output_spec.loss == "softmax_cross_entropy"``, whose outputs are logits) the
-        probability at the peak of the softmax over the map, in [0, 1]; 1 for coordinate
-        models.
-    """
-    from keras_pose.models.base import COORDINATES, HEATMAPS, SOFTMAX_CROSS_ENTROPY
-
-    output = _last(output)
-    height, width = size_pair(input_size)
-    if output_spec.kind == HEATMAPS:
-        stride = output_spec.stride
-        if not stride or stride <= 0:
-            raise ValueError(f"A heatmap OutputSpec needs a positive stride, received {stride!r}")
-        hm_h, hm_w = output.shape[1], output.shape[2]
-        if (hm_h, hm_w) != (height // stride, width // stride) or height % stride or (
-                width % stride):
-            raise ValueError(
-                f"Heatmaps of size {(hm_h, hm_w)} with stride {stride} do not match the input "
-                f"size {(height, width)}"
-            )
-        if output_spec.loss == SOFTMAX_CROSS_ENTROPY:
-            output = spatial_softmax(output)
-        coords, scores = decode_heatmaps(output, refine)
-        return coords * float(stride), scores
-    if output_spec.kind == COORDINATES:
-        output = ops.cast(output, "float32")
-        size = ops.convert_to_tensor([float(width), float(height)], dtype="float32")
-        coords = (output + 0.5) * size
-        return coords, ops.ones_like(output[..., 0])
-    raise ValueError(
-        f"output_spec.kind must be {HEATMAPS!r} or {COORDINATES!r}, received {output_spec.kind!r}"
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# Flip test
-
-
-def flip_images(images) -> Any:
-    """Mirror images ``[B, H, W, C]`` left-right (continuous x -> W - x)."""
-    return ops.flip(images, axis=2)
-
-
-def flip_heatmaps(heatmaps, flip_permutation) -> Any:
-    """Mirror heatmaps ``[B, h, w, K]`` left-right and swap left/right channels.
-
-    Mirroring the array maps heatmap coordinate ``x`` to ``w - x``, the same map the image
-    mirror applies at input scale (``X -> W - X`` with ``X = stride * x``), so no half-pixel
-    shift is needed.
-    """
-    perm = ops.convert_to_tensor(np.asarray(flip_permutation, np.int32))
-    return ops.take(ops.flip(heatmaps, axis=2), perm, axis=3)
-
-
-def flip_coordinates(coordinates, flip_permutation) -> Any:
-    """Mirror normalized coordinates ``[B, K, 2]`` (``x -> -x``) and swap left/right."""
-    perm = ops.convert_to_tensor(np.asarray(flip_permutation, np.int32))
-    coordinates = ops.cast(coordinates, "float32")
-    mirrored = coordinates * ops.convert_to_tensor([-1.0, 1.0], dtype="float32")
-    return ops.take(mirrored, perm, axis=1)
-
-
-def flip_test_heatmaps(model_fn: Callable[[Any], Any], images, flip_permutation) -> Any:
-    """Average the heatmaps of the images and of their mirror images (flipped back).
-
-    Args:
-        model_fn: images ``[N, H, W, 3]`` -> heatmaps ``[N, h, w, K]`` (or a list of outputs).
-        images: ``[B, H, W, 3]``.
-        flip_permutation: ``[K]``, ``flipped[k] = original[perm[k]]``.
-
-    Returns:
-        float32 ``[B, h, w, K]``. The model runs once on a batch of ``2B`` images.
-    """
-    return flip_test(model_fn, images, flip_permutation, kind="heatmaps")
-
-
-def flip_test(model_fn: Callable[[Any], Any], images, flip_permutation,
-              kind: str = "heatmaps") -> Any:
-    """Flip test for either output kind (``"heatmaps"`` or ``"coordinates"``).
-
-    Returns the average of the output on the images and the flipped-back output on their
-    mirror images: heatmaps ``[B, h, w, K]`` or normalized coordinates ``[B, K, 2]``.
-    """
-    from keras_pose.models.base import COORDINATES, HEATMAPS
-
-    if kind not in (HEATMAPS, COORDINATES):
-        raise ValueError(f"kind must be {HEATMAPS!r} or {COORDINATES!r}, received {kind!r}")
-    batch = ops.shape(images)[0]
-    both = ops.concatenate([images, flip_images(images)], axis=0)
-    output = ops.cast(_last(model_fn(both)), "float32")
-    plain, mirrored = output[:batch], output[batch:]
-    if kind == HEATMAPS:
-        back = flip_heatmaps(mirrored, flip_permutation)
-    else:
-        back = flip_coordinates(mirrored, flip_permutation)
-    return 0.5 * (plain + back)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,20 +160,3 @@ def image_to_crop(points, crop_box, crop_size) -> Any:
         crop_size = crop_size[:, None]
     scale = crop_box[:, 2:4] / crop_size
     return (points - crop_box[:, None, 0:2]) / scale[:, None, :]
-
-
-def decode_to_image(output, output_spec, input_size, matrices, crop_box, crop_size,
-                    refine: str = "quarter") -> tuple[Any, Any]:
-    """Model output -> (image-pixel keypoints [B, K, 2], scores [B, K]) in one call.
-
-    Args:
-        output: model output (or list of outputs).
-        output_spec: the model's ``OutputSpec``.
-        input_size: network input size.
-        matrices: ``[B, 3, 3]`` crop -> input matrices (``augment_batch(...)["matrices"]``).
-        crop_box: ``[B, 4]`` the records' crop boxes.
-        crop_size: stored crop side.
-        refine: heatmap sub-pixel refinement.
-    """
-    coords, scores = decode_outputs(output, output_spec, input_size, refine)
-    return crop_to_image(input_to_crop(coords, matrices), crop_box, crop_size), scores

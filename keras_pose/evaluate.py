@@ -47,6 +47,7 @@ from keras_pose.keypoints import (
     KeypointSet,
     coord_to_index,
     index_to_coord,
+    infer_keypoint_set,
     keypoints_from_coco,
 )
 
@@ -88,9 +89,8 @@ def make_predict_function(model, *, keypoint_set: KeypointSet, flip_test: bool =
     import tensorflow as tf
     from keras import ops
 
-    from keras_pose import augment, decode
+    from keras_pose import augment, codecs, decode
 
-    spec = model.output_spec
     input_size = model.input_size
     num_keypoints = model.num_keypoints
     if num_keypoints != keypoint_set.num_keypoints:
@@ -98,13 +98,11 @@ def make_predict_function(model, *, keypoint_set: KeypointSet, flip_test: bool =
             f"The model predicts {num_keypoints} keypoints but keypoint set "
             f"{keypoint_set.name!r} has {keypoint_set.num_keypoints}"
         )
-    permutation = np.asarray(keypoint_set.flip_permutation, np.int32)
+    codec = codecs.codec_for(model.output_spec, input_size)
+    permutation = np.asarray(keypoint_set.flip_permutation, np.int32) if flip_test else None
 
-    def final_output(images):
-        outputs = model(images, training=False)
-        if isinstance(outputs, (list, tuple)):
-            outputs = outputs[-1]
-        return outputs
+    def run_model(images):
+        return model(images, training=False)
 
     @tf.function(reduce_retracing=True)
     def predict(batch):
@@ -115,16 +113,13 @@ def make_predict_function(model, *, keypoint_set: KeypointSet, flip_test: bool =
         # The deterministic crop -> input resize of augment_batch(training=False).
         matrices = augment.resize_matrices(crop_size, input_size, ops.shape(images)[0])
         resized = augment.warp_images(images, matrices, input_size, sampler)
-        if flip_test:
-            output = decode.flip_test(final_output, resized, permutation, kind=spec.kind)
-        else:
-            output = final_output(resized)
-        points, scores = decode.decode_outputs(output, spec, input_size)
-        crop_points = decode.input_to_crop(points, matrices)
+        predicted = codecs.predict_keypoints(codec, run_model, resized, permutation)
+        crop_points = decode.input_to_crop(predicted["keypoints"], matrices)
         image_points = decode.crop_to_image(crop_points, batch["crop_box"], float(crop_size[0]))
-        result = {"keypoints": image_points, "scores": scores}
-        if spec.kind == "heatmaps":
-            result["heatmap_keypoints"], _ = decode.decode_heatmaps(output, refine="none")
+        result = {"keypoints": image_points, "scores": predicted["scores"]}
+        cells = codec.heatmap_cells(predicted["output"])
+        if cells is not None:
+            result["heatmap_keypoints"] = cells
         return result
 
     return predict
@@ -358,10 +353,11 @@ def saved_model_flip_note(metadata: Mapping) -> str:
 
 def no_heatmaps_reason(model) -> str | None:
     """Why a Keras model's predictions carry no heatmap grid, or ``None`` when they do."""
-    kind = model.output_spec.kind
-    if kind == "heatmaps":
+    from keras_pose import codecs
+
+    if codecs.codec_for(model.output_spec, model.input_size).has_heatmaps:
         return None
-    return f"the model {model.name!r} outputs {kind}, not heatmaps"
+    return f"the model {model.name!r} outputs {model.output_spec.kind}, not heatmaps"
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -475,21 +471,15 @@ def load_coco(annotations):
 
 
 def keypoint_set_for(coco, category_id: int = 1) -> KeypointSet:
-    """The keypoint set whose names (else count) match the COCO category's keypoints."""
+    """The keypoint set of a COCO category's keypoint names (``keypoints.infer_keypoint_set``)."""
     try:
         names = tuple(coco.loadCats([category_id])[0].get("keypoints", ()))
     except (KeyError, IndexError):
         raise ValueError(f"COCO annotations have no category with id {category_id}") from None
-    for keypoint_set in KEYPOINT_SETS.values():
-        if keypoint_set.names == names:
-            return keypoint_set
-    for keypoint_set in KEYPOINT_SETS.values():
-        if keypoint_set.num_keypoints == len(names):
-            return keypoint_set
-    raise ValueError(
-        f"No keypoint set matches the category's {len(names)} keypoints {list(names)}; "
-        f"known sets: {sorted(KEYPOINT_SETS)}"
-    )
+    try:
+        return infer_keypoint_set(names=names, num_keypoints=len(names))
+    except ValueError as error:
+        raise ValueError(f"COCO category {category_id}: {error}") from None
 
 
 def coco_keypoint_ap(annotations, results: Sequence[Mapping], *,

@@ -44,7 +44,7 @@ import numpy as np
 
 from keras_pose import runs
 from keras_pose.io import match_umask, write_text_atomic
-from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet, get_keypoint_set
+from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet, get_keypoint_set, infer_keypoint_set
 from keras_pose.pipeline import load_pipeline
 from keras_pose.serving import (
     MAX_BOX_VALUE,
@@ -92,9 +92,12 @@ class LoadedModel:
 
 
 def guess_keypoint_set(num_keypoints: int) -> KeypointSet | None:
-    """The only keypoint set with this many keypoints, or ``None``."""
-    matches = [s for s in KEYPOINT_SETS.values() if s.num_keypoints == num_keypoints]
-    return matches[0] if len(matches) == 1 else None
+    """The keypoint set with this many keypoints (``keypoints.infer_keypoint_set``), or
+    ``None`` when the count names none or several."""
+    try:
+        return infer_keypoint_set(num_keypoints=num_keypoints)
+    except ValueError:
+        return None
 
 
 def load_pose_model(path: str | os.PathLike) -> LoadedModel:
@@ -302,15 +305,12 @@ class ServingFunctions:
             return tf.identity(boxes)
 
     def _network_and_decode(self, crops):
-        from keras_pose import decode
+        from keras_pose import codecs
 
-        spec = self.model.output_spec
-        if self.flip_test:
-            output = decode.flip_test(self._final, crops, self.keypoint_set.flip_permutation,
-                                      kind=spec.kind)
-        else:
-            output = self._final(crops)
-        return decode.decode_outputs(output, spec, self.input_size, self.refine)
+        codec = codecs.codec_for(self.model.output_spec, self.input_size, refine=self.refine)
+        permutation = self.keypoint_set.flip_permutation if self.flip_test else None
+        predicted = codecs.predict_keypoints(codec, self._final, crops, permutation)
+        return predicted["keypoints"], predicted["scores"]
 
     def run_crops(self, crops, crop_boxes):
         """Network input crops [N, h, w, 3] float32 -> image-pixel keypoints and scores."""

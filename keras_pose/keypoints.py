@@ -183,3 +183,40 @@ def get_keypoint_set(name: str) -> KeypointSet:
         raise ValueError(
             f"Unknown keypoint set {name!r}; valid keypoint sets: {sorted(KEYPOINT_SETS)}"
         ) from None
+
+
+def infer_keypoint_set(names=None, num_keypoints: int | None = None) -> KeypointSet:
+    """The known keypoint set that a file or model describes: the one rule of keras-pose.
+
+    By names when names are given (they must equal a set's names, in order), else by count
+    (exactly one set must have that many keypoints).
+
+    Args:
+        names: keypoint names in index order (a COCO category's ``keypoints``), or ``None``.
+        num_keypoints: the keypoint count, used when ``names`` is ``None`` or empty.
+
+    Raises:
+        ValueError: the names match no set, the count matches none or several sets, or
+            neither was given.
+    """
+    if names:
+        names = tuple(str(name) for name in names)
+        for keypoint_set in KEYPOINT_SETS.values():
+            if keypoint_set.names == names:
+                return keypoint_set
+        known = {s.name: list(s.names) for s in KEYPOINT_SETS.values()}
+        raise ValueError(
+            f"unknown keypoint set: keypoint names {list(names)} match no known set "
+            f"(names in order): {known}"
+        )
+    if num_keypoints is None:
+        raise ValueError("cannot infer a keypoint set without keypoint names or a count")
+    matches = [s.name for s in KEYPOINT_SETS.values() if s.num_keypoints == num_keypoints]
+    if len(matches) != 1:
+        found = f"several known sets ({matches})" if matches else "no known set"
+        counts = {s.name: s.num_keypoints for s in KEYPOINT_SETS.values()}
+        raise ValueError(
+            f"{num_keypoints} keypoints match {found} (keypoint counts: {counts}); "
+            "name the keypoint set"
+        )
+    return KEYPOINT_SETS[matches[0]]

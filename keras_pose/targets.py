@@ -1,5 +1,8 @@
 """Training targets: Gaussian heatmaps, normalized coordinates and per-keypoint weights.
 
+The pieces the codecs (``keras_pose.codecs``) encode with; a model's targets come from its
+codec, ``codec_for(output_spec, input_size).encode(keypoints, visibility)``.
+
 Everything is ``keras.ops`` and vectorised, so targets are rendered inside the training step on
 the accelerator, right after ``keras_pose.augment``.
 
@@ -24,7 +27,8 @@ from typing import Any
 
 from keras import ops
 
-from keras_pose.augment import size_pair
+from keras_pose.geometry import size_pair
+from keras_pose.keypoints import coord_to_index
 
 
 def keypoint_weights(keypoints_input, visibility, input_size) -> Any:
@@ -77,9 +81,9 @@ def render_heatmaps(keypoints_input, weights, input_size, heatmap_size,
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 heatmap pixels, received sigma={sigma}")
     keypoints_input = ops.cast(keypoints_input, "float32")
-    # Keypoint in heatmap array-index coordinates: p / stride - 0.5.
-    cx = keypoints_input[..., 0] * (hm_w / in_w) - 0.5  # [B, K]
-    cy = keypoints_input[..., 1] * (hm_h / in_h) - 0.5
+    # Keypoint in heatmap array-index coordinates (p / stride, then to an index).
+    cx = coord_to_index(keypoints_input[..., 0] * (hm_w / in_w))  # [B, K]
+    cy = coord_to_index(keypoints_input[..., 1] * (hm_h / in_h))
     cols = ops.arange(hm_w, dtype="float32")
     rows = ops.arange(hm_h, dtype="float32")
     scale = -0.5 / (sigma * sigma)
@@ -105,39 +109,17 @@ def coordinate_targets(keypoints_input, input_size) -> Any:
     return keypoints_input / size - 0.5
 
 
-def make_targets(keypoints_input, visibility, input_size, output_spec,
-                 sigma: float | None = None) -> dict[str, Any]:
-    """Targets for a model described by a ``keras_pose.models.base.OutputSpec``.
+def coordinates_to_input(coordinates, input_size) -> Any:
+    """Normalized coordinates -> input pixels, the inverse of :func:`coordinate_targets`.
 
     Args:
-        keypoints_input: ``[B, K, 2]`` keypoints in input pixels.
-        visibility: ``[B, K]`` COCO visibility.
+        coordinates: ``[B, K, 2]`` normalized coordinates (a regression model's output).
         input_size: network input size, an int or (height, width).
-        output_spec: the model's ``OutputSpec`` (kind ``"heatmaps"`` with a stride, or
-            ``"coordinates"``).
-        sigma: heatmap sigma in heatmap pixels (``None``: heatmap_width / 64).
 
     Returns:
-        dict with ``weights`` [B, K] and either ``heatmaps`` [B, h, w, K] or ``coordinates``
-        [B, K, 2].
+        float32 ``[B, K, 2]`` keypoints in input pixels.
     """
-    from keras_pose.models.base import COORDINATES, HEATMAPS
-
     height, width = size_pair(input_size)
-    weights = keypoint_weights(keypoints_input, visibility, (height, width))
-    if output_spec.kind == HEATMAPS:
-        stride = output_spec.stride
-        if not stride or height % stride or width % stride:
-            raise ValueError(
-                f"Heatmap stride {stride!r} must divide the input size {(height, width)}"
-            )
-        heatmaps = render_heatmaps(
-            keypoints_input, weights, (height, width), (height // stride, width // stride), sigma
-        )
-        return {"weights": weights, "heatmaps": heatmaps}
-    if output_spec.kind == COORDINATES:
-        return {"weights": weights,
-                "coordinates": coordinate_targets(keypoints_input, (height, width))}
-    raise ValueError(
-        f"output_spec.kind must be {HEATMAPS!r} or {COORDINATES!r}, received {output_spec.kind!r}"
-    )
+    coordinates = ops.cast(coordinates, "float32")
+    size = ops.convert_to_tensor([float(width), float(height)], dtype="float32")
+    return (coordinates + 0.5) * size

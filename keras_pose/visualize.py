@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from keras_pose.io import write_bytes_atomic
-from keras_pose.keypoints import KeypointSet
+from keras_pose.keypoints import KeypointSet, coord_to_index
 
 LEFT_COLOR = (255, 64, 64)  # RGB: left limbs red
 RIGHT_COLOR = (64, 128, 255)  # right limbs blue
@@ -36,7 +36,8 @@ _ONE = 1 << _SHIFT
 
 def _to_cv(point) -> tuple[int, int]:
     """Continuous coordinate -> cv2 fixed-point array position."""
-    return (int(round((float(point[0]) - 0.5) * _ONE)), int(round((float(point[1]) - 0.5) * _ONE)))
+    col, row = coord_to_index(float(point[0])), coord_to_index(float(point[1]))
+    return int(round(col * _ONE)), int(round(row * _ONE))
 
 
 def _as_uint8_rgb(image) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Decoding heatmaps / coordinates and mapping back to crop and image (keras_pose.decode)."""
+"""Decoding heatmaps / coordinates and mapping back to crop and image (keras_pose.decode and
+the codecs' decode and flip, keras_pose.codecs)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_pose import augment, decode, targets
+from keras_pose import augment, codecs, decode, targets
 from keras_pose.keypoints import COCO17
 from keras_pose.models.base import COORDINATES, HEATMAPS, OutputSpec
 
 HEATMAP_SPEC = OutputSpec(HEATMAPS, 4, "mse", ("stack_1", "stack_2"))
 COORD_SPEC = OutputSpec(COORDINATES, None, "coordinate_l2", ("stage_1",))
+
+
+def codec_decode(output, spec, input_size, refine="quarter"):
+    return codecs.codec_for(spec, input_size, refine=refine).decode(output)
+
+
+def decode_to_image(output, spec, input_size, matrices, crop_box, crop_size, refine="quarter"):
+    points, scores = codec_decode(output, spec, input_size, refine)
+    return decode.crop_to_image(decode.input_to_crop(points, matrices), crop_box, crop_size), scores
 
 
 def _render(heatmap_points, size=64, sigma=None):
@@ -75,30 +85,30 @@ def test_round_trip_image_crop_heatmap_decode_image():
                                   flip_permutation=COCO17.flip_permutation, training=False)
     weights = targets.keypoint_weights(plain["keypoints"], visibility, input_size)
     heatmaps = targets.render_heatmaps(plain["keypoints"], weights, input_size, 64)
-    back, scores = decode.decode_to_image([heatmaps * 0.5, heatmaps], HEATMAP_SPEC, input_size,
+    back, scores = decode_to_image([heatmaps * 0.5, heatmaps], HEATMAP_SPEC, input_size,
                                           plain["matrices"], crop_box, crop_size)
     assert np.abs(np.asarray(back) - image_points).max() <= 0.5
     # Any position with the Gaussian refinement: also within 0.5 image px.
     anywhere = rng.uniform(4.0, 252.0, (batch, 17, 2)).astype(np.float32)
     heatmaps = targets.render_heatmaps(anywhere, np.ones((batch, 17)), input_size, 64)
-    back, _ = decode.decode_to_image(heatmaps, HEATMAP_SPEC, input_size, matrices, crop_box,
+    back, _ = decode_to_image(heatmaps, HEATMAP_SPEC, input_size, matrices, crop_box,
                                      crop_size, refine="gaussian")
     expected = decode.crop_to_image(decode.input_to_crop(anywhere, matrices), crop_box, crop_size)
     assert np.abs(np.asarray(back) - np.asarray(expected)).max() <= 0.5
 
 
-def test_decode_outputs_for_both_kinds():
+def test_codec_decode_for_both_kinds():
     heat = np.array([[[10.5, 20.5], [30.75, 40.25]]], np.float32)
     heatmaps = _render(heat)
-    coords, scores = decode.decode_outputs(heatmaps, OutputSpec(HEATMAPS, 4, "mse", ("s",)), 256)
+    coords, scores = codec_decode(heatmaps, OutputSpec(HEATMAPS, 4, "mse", ("s",)), 256)
     np.testing.assert_allclose(coords, heat * 4.0, atol=1e-4)
     np.testing.assert_allclose(scores[0, 0], 1.0, atol=1e-6)
     normalized = np.array([[[0.0, -0.25], [0.5, 0.1]]], np.float32)
-    coords, scores = decode.decode_outputs([normalized * 0, normalized], COORD_SPEC, (128, 256))
+    coords, scores = codec_decode([normalized * 0, normalized], COORD_SPEC, (128, 256))
     np.testing.assert_allclose(coords, [[[128.0, 32.0], [256.0, 76.8]]], atol=1e-4)
     np.testing.assert_array_equal(scores, np.ones((1, 2)))
     with pytest.raises(ValueError, match="do not match"):
-        decode.decode_outputs(heatmaps, OutputSpec(HEATMAPS, 2, "mse", ("s",)), 256)
+        codec_decode(heatmaps, OutputSpec(HEATMAPS, 2, "mse", ("s",)), 256)
 
 
 def test_softmax_logits_decode_to_peak_probabilities():
@@ -111,19 +121,23 @@ def test_softmax_logits_decode_to_peak_probabilities():
     logits = np.stack([-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2) * scale
                        for (x, y), scale in zip(points[0], (1.0, 1.0, 0.0))], -1)[None]
     logits = logits.astype(np.float32) + 7.0
-    coords, scores = decode.decode_outputs(logits, spec, 256, refine="gaussian")
+    coords, scores = codec_decode(logits, spec, 256, refine="gaussian")
     flat = logits[0].reshape(-1, 3).astype(np.float64)
     expected = (np.exp(flat - flat.max(0)) / np.exp(flat - flat.max(0)).sum(0)).max(0)
     np.testing.assert_allclose(scores[0], expected, rtol=1e-5)
     assert np.all(np.asarray(scores) <= 1.0) and float(scores[0, 0]) > 0.05
     np.testing.assert_allclose(scores[0, 2], 1 / 1024, rtol=1e-5)  # flat map: uniform
     np.testing.assert_allclose(np.asarray(coords)[0, :2], points[0, :2] * 8, atol=0.08)
-    shifted, shifted_scores = decode.decode_outputs(logits - 30.0, spec, 256, refine="gaussian")
+    shifted, shifted_scores = codec_decode(logits - 30.0, spec, 256, refine="gaussian")
     np.testing.assert_allclose(shifted, coords, atol=1e-3)
     np.testing.assert_allclose(shifted_scores, scores, rtol=1e-4)
     # The same array read as MSE heatmaps keeps the raw peak values.
-    _, raw = decode.decode_outputs(logits, OutputSpec(HEATMAPS, 8, "mse", ("s",)), 256)
+    _, raw = codec_decode(logits, OutputSpec(HEATMAPS, 8, "mse", ("s",)), 256)
     np.testing.assert_allclose(raw[0], flat.max(0), rtol=1e-6)
+
+
+HEATMAP_CODEC = codecs.codec_for(HEATMAP_SPEC, 64)
+COORD_CODEC = codecs.codec_for(COORD_SPEC, 64)
 
 
 def test_flip_heatmaps_matches_image_flip():
@@ -139,11 +153,11 @@ def test_flip_heatmaps_matches_image_flip():
                                     flip_permutation=perm, seed=0, training=True)
     original = targets.render_heatmaps(keypoints, np.ones((2, 17)), size, 16)
     expected = targets.render_heatmaps(flipped["keypoints"], np.ones((2, 17)), size, 16)
-    np.testing.assert_allclose(decode.flip_heatmaps(original, perm), expected, atol=1e-5)
-    np.testing.assert_allclose(decode.flip_heatmaps(decode.flip_heatmaps(original, perm), perm),
+    np.testing.assert_allclose(HEATMAP_CODEC.flip(original, perm), expected, atol=1e-5)
+    np.testing.assert_allclose(HEATMAP_CODEC.flip(HEATMAP_CODEC.flip(original, perm), perm),
                                original, atol=0)
     normalized = targets.coordinate_targets(keypoints, size)
-    np.testing.assert_allclose(decode.flip_coordinates(normalized, perm),
+    np.testing.assert_allclose(COORD_CODEC.flip(normalized, perm),
                                targets.coordinate_targets(flipped["keypoints"], size), atol=1e-6)
 
 
@@ -168,18 +182,18 @@ def test_flip_test_with_an_ideal_model_returns_its_heatmaps():
             out.append(truth[i[0]] if i else truth_mirrored[j[0]])
         return [np.zeros_like(np.stack(out)), np.stack(out)]
 
-    averaged = np.asarray(decode.flip_test_heatmaps(ideal_model, images, perm))
+    averaged = np.asarray(codecs.flip_test(HEATMAP_CODEC, ideal_model, images, perm))
     assert calls == [4]
     np.testing.assert_allclose(averaged, truth, atol=1e-5)
-    coords, _ = decode.decode_outputs(averaged, HEATMAP_SPEC, size, refine="gaussian")
+    coords, _ = codec_decode(averaged, HEATMAP_SPEC, size, refine="gaussian")
     np.testing.assert_allclose(coords, keypoints, atol=0.05)
 
 
 def test_decoding_exports_to_saved_model(tmp_path):
-    """decode_outputs traces into a SavedModel of stock TF ops and runs after reloading."""
+    """A codec's decode traces into a SavedModel of stock TF ops and runs after reloading."""
     module = tf.Module()
     module.decode = tf.function(
-        lambda hm: decode.decode_outputs(hm, HEATMAP_SPEC, 64),
+        lambda hm: codec_decode(hm, HEATMAP_SPEC, 64),
         input_signature=[tf.TensorSpec([None, 16, 16, 17], tf.float32)],
     )
     tf.saved_model.save(module, str(tmp_path / "decode"))

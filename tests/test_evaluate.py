@@ -327,7 +327,7 @@ def _load_tool():
 
 def _reference_poster_accuracy(model, pattern, threshold):
     """pytorch-pose's accuracy on the model's heatmaps and the training targets of the crops."""
-    from keras_pose import augment, decode, metrics, targets
+    from keras_pose import augment, codecs, metrics, targets
     from keras_pose.data.dataset import make_dataset
 
     batches = list(make_dataset(pattern, batch_size=64, num_keypoints=17, training=False,
@@ -336,7 +336,7 @@ def _reference_poster_accuracy(model, pattern, threshold):
     batch = batches[0]
     images = batch["image"]
     matrices = augment.resize_matrices(images.shape[1], 64, images.shape[0])
-    heatmaps = np.asarray(decode._last(model(augment.warp_images(images, matrices, 64,
+    heatmaps = np.asarray(codecs.final_output(model(augment.warp_images(images, matrices, 64,
                                                                  "gather"))))
     keypoints = np.asarray(batch["keypoints"]) * 64 / images.shape[1]
     weights = targets.keypoint_weights(keypoints, batch["visibility"], 64)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_pose import decode, export
+from keras_pose import codecs, export
 from keras_pose.keypoints import COCO17
 from keras_pose.models.base import HEATMAPS
 
@@ -85,12 +85,12 @@ def reference_keypoints(model, image, box, margin, flip_test=False):
         out = model(images, training=False)
         return out[-1] if isinstance(out, (list, tuple)) else out
 
+    codec = codecs.codec_for(model.output_spec, (in_h, in_w))
     if flip_test:
-        output = decode.flip_test(final, crop[None], COCO17.flip_permutation,
-                                  kind=model.output_spec.kind)
+        output = codecs.flip_test(codec, final, crop[None], COCO17.flip_permutation)
     else:
         output = final(crop[None])
-    points, scores = decode.decode_outputs(output, model.output_spec, (in_h, in_w))
+    points, scores = codec.decode(output)
     points = np.asarray(points)[0].astype(np.float64)
     points = np.array([x0, y0]) + points * np.array([side / in_w, side / in_h])
     return points, np.asarray(scores)[0]

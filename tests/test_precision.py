@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_pose import augment, decode, evaluate
+from keras_pose import augment, codecs, evaluate
 from keras_pose.keypoints import KeypointSet
 from keras_pose.models import build_model
 from keras_pose.training.trainer import PoseTrainer
@@ -135,7 +135,7 @@ def test_mixed_bfloat16_trains_with_float32_outputs_loss_and_decoding(policy):
     assert dtypes == {"float32"}
     assert np.isfinite(float(total))
 
-    points, scores = decode.decode_outputs(outputs[-1], network.output_spec, (32, 32))
+    points, scores = codecs.codec_for(network.output_spec, (32, 32)).decode(outputs[-1])
     assert keras.backend.standardize_dtype(points.dtype) == "float32"
     assert keras.backend.standardize_dtype(scores.dtype) == "float32"
     # The evaluation path: reader batch -> keypoints in source-image pixels, float32.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keras_pose import augment, targets
+from keras_pose import augment, codecs, targets
 from keras_pose.models.base import COORDINATES, HEATMAPS, OutputSpec
 
 
@@ -71,17 +71,18 @@ def test_keypoint_pushed_out_by_augmentation_gets_zero_weight():
     assert heatmaps[..., 1].max() > 0.5
 
 
-def test_coordinate_targets_and_make_targets():
+def test_coordinate_targets_and_codec_encode():
     keypoints = np.array([[[128.0, 64.0], [0.0, 256.0]]], np.float32)
     coords = np.asarray(targets.coordinate_targets(keypoints, 256))
     np.testing.assert_allclose(coords, [[[0.0, -0.25], [-0.5, 0.5]]])
+    np.testing.assert_allclose(targets.coordinates_to_input(coords, 256), keypoints)
     visibility = np.array([[2, 2]])
-    out = targets.make_targets(keypoints, visibility, 256,
-                               OutputSpec(COORDINATES, None, "coordinate_l2", ("stage_1",)))
-    np.testing.assert_allclose(out["coordinates"], coords)
-    np.testing.assert_array_equal(out["weights"], [[1.0, 0.0]])  # y = 256 is outside
-    out = targets.make_targets(keypoints, visibility, 256,
-                               OutputSpec(HEATMAPS, 4, "mse", ("stack_1",)), sigma=2.0)
-    assert tuple(out["heatmaps"].shape) == (1, 64, 64, 2)
+    codec = codecs.codec_for(OutputSpec(COORDINATES, None, "coordinate_l2", ("stage_1",)), 256)
+    coordinates, weights = codec.encode(keypoints, visibility)
+    np.testing.assert_allclose(coordinates, coords)
+    np.testing.assert_array_equal(weights, [[1.0, 0.0]])  # y = 256 is outside
+    codec = codecs.codec_for(OutputSpec(HEATMAPS, 4, "mse", ("stack_1",)), 256, sigma=2.0)
+    heatmaps, _ = codec.encode(keypoints, visibility)
+    assert tuple(heatmaps.shape) == (1, 64, 64, 2)
     with pytest.raises(ValueError, match="stride"):
-        targets.make_targets(keypoints, visibility, 250, OutputSpec(HEATMAPS, 4, "mse", ("s",)))
+        codecs.codec_for(OutputSpec(HEATMAPS, 4, "mse", ("s",)), 250)

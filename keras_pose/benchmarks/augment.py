@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from keras_pose.benchmarks import common
+from keras_pose.keypoints import PIXEL_CENTER_OFFSET, coord_to_index
 from keras_pose.resources import peak_rss_mib
 
 
@@ -103,8 +104,9 @@ def _numpy_matrix(rng, config, crop, size):
 
 def _cv2_index_matrix(matrix):
     """Continuous-coordinate matrix -> cv2's array-index matrix (pixel centres at +0.5)."""
-    to_coord = np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
-    to_index = np.array([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]])
+    offset = PIXEL_CENTER_OFFSET
+    to_coord = np.array([[1.0, 0, offset], [0, 1.0, offset], [0, 0, 1.0]])
+    to_index = np.array([[1.0, 0, -offset], [0, 1.0, -offset], [0, 0, 1.0]])
     return (to_index @ matrix @ to_coord)[:2]
 
 
@@ -127,7 +129,7 @@ def _baseline_batch(args, crops, keypoints, visibility, rng, config, perm):
             moved, vis = moved[perm], vis[perm]
         inside = np.all((moved >= 0) & (moved < size), axis=-1) & (vis > 0)
         weight = inside.astype(np.float32)
-        centre = moved / stride - 0.5
+        centre = coord_to_index(moved / stride)
         gx = np.exp(-((grid[None, :] - centre[:, 0:1]) ** 2) / (2 * sigma**2))  # [K, w]
         gy = np.exp(-((grid[None, :] - centre[:, 1:2]) ** 2) / (2 * sigma**2)) * weight[:, None]
         heatmaps.append(np.einsum("kh,kw->hwk", gy, gx).astype(np.float32))

@@ -28,6 +28,7 @@ import numpy as np
 
 from keras_pose.benchmarks import common
 from keras_pose.data import coco as coco_lib
+from keras_pose.keypoints import index_to_coord
 from keras_pose.resources import peak_rss_mib
 
 GOAL_RATIO = 5.0
@@ -113,7 +114,7 @@ def load_sample(sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
     # Keypoints to heatmap coordinates (continuous; pixel centres at +0.5).
     points = (image_keypoints - crop_box[:2]) * (heatmap_size / crop_box[2])
-    centres = np.arange(heatmap_size, dtype=np.float32) + 0.5
+    centres = index_to_coord(np.arange(heatmap_size, dtype=np.float32))
     sigma = heatmap_size / 64.0
     dx = centres[None, None, :] - points[:, 0, None, None]
     dy = centres[None, :, None] - points[:, 1, None, None]

@@ -112,17 +112,13 @@ def detect_keypoint_set(categories: list[dict]) -> tuple[kp_lib.KeypointSet, int
             )
         with_keypoints = persons
     category = with_keypoints[0]
-    names = tuple(str(n) for n in category["keypoints"])
-    for keypoint_set in kp_lib.KEYPOINT_SETS.values():
-        if names == keypoint_set.names:
-            if "id" not in category:
-                raise CocoFormatError(f"category {category.get('name')!r} has no 'id'")
-            return keypoint_set, category["id"]
-    known = {s.name: list(s.names) for s in kp_lib.KEYPOINT_SETS.values()}
-    raise CocoFormatError(
-        f"unknown keypoint set: category {category.get('name')!r} has keypoint names "
-        f"{list(names)}; known sets (names in order): {known}"
-    )
+    try:
+        keypoint_set = kp_lib.infer_keypoint_set(names=category["keypoints"])
+    except ValueError as error:
+        raise CocoFormatError(f"category {category.get('name')!r}: {error}") from None
+    if "id" not in category:
+        raise CocoFormatError(f"category {category.get('name')!r} has no 'id'")
+    return keypoint_set, category["id"]
 
 
 def load_coco_keypoints(path: str | os.PathLike) -> CocoKeypoints:
@@ -318,7 +314,10 @@ def crop_matrix(crop_box: np.ndarray, crop_size: int, origin=(0.0, 0.0), factor:
     bx = (float(crop_box[0]) - origin[0]) / factor
     by = (float(crop_box[1]) - origin[1]) / factor
     s = scale * factor
-    return np.array([[s, 0.0, (0.5 - bx) * s - 0.5], [0.0, s, (0.5 - by) * s - 0.5]])
+    # dst = coord_to_index((index_to_coord(src) - box_xy) * s): the offsets in the translation.
+    tx = kp_lib.coord_to_index(kp_lib.index_to_coord(-bx) * s)
+    ty = kp_lib.coord_to_index(kp_lib.index_to_coord(-by) * s)
+    return np.array([[s, 0.0, tx], [0.0, s, ty]])
 
 
 def crop_image(image: np.ndarray, crop_box: np.ndarray, crop_size: int) -> np.ndarray:

@@ -71,8 +71,11 @@ class PoseModel(keras.Model):
 
     @property
     def num_keypoints(self) -> int:
-        return int(self.outputs[-1].shape[-1] if self._output_spec.kind == HEATMAPS
-                   else self.outputs[-1].shape[-2])
+        # Imported here: the codecs read this module's OutputSpec vocabulary.
+        from keras_pose.codecs import codec_for
+
+        codec = codec_for(self._output_spec, self.input_size)
+        return codec.num_keypoints(self.outputs[-1].shape)
 
     @property
     def input_size(self) -> tuple[int, int]:

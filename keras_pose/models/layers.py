@@ -10,6 +10,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from keras_pose.keypoints import coord_to_index, index_to_coord
+from keras_pose.targets import coordinates_to_input
+
 # Torch/PyTorch BatchNorm defaults (running = 0.9 * running + 0.1 * batch), as every reference
 # implementation of these networks uses.
 BN_MOMENTUM = 0.9
@@ -274,8 +277,7 @@ def crop_sides(coords, height: int, width: int, torso, crop_scale: float,
     (``keras_pose.training.cascade``) calls it on the ground truth, the network on its own
     previous estimate.
     """
-    size = ops.convert_to_tensor([width, height], dtype="float32")
-    points = (coords + 0.5) * size
+    points = coordinates_to_input(coords, (height, width))
     if torso is not None:
         delta = points[:, torso[0], :] - points[:, torso[1], :]
     else:
@@ -295,11 +297,12 @@ def crop_square_patches(images, centres, side, crop_size: int):
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     batch = ops.shape(images)[0]
     num_points = centres.shape[1]
-    # Continuous coordinates of the patch pixel centres, then array indices (coord - 0.5).
-    steps = (ops.arange(crop_size, dtype="float32") + 0.5) / crop_size - 0.5
+    # Continuous coordinates of the patch pixel centres as fractions of the side about the
+    # patch centre (-0.5 centres the [0, 1) frame), then image array indices.
+    steps = index_to_coord(ops.arange(crop_size, dtype="float32")) / crop_size - 0.5
     offsets = side[:, None, None] * steps[None, None, :]  # [B, 1, S]
-    xs = centres[:, :, 0:1] + offsets - 0.5  # [B, N, S]
-    ys = centres[:, :, 1:2] + offsets - 0.5
+    xs = coord_to_index(centres[:, :, 0:1] + offsets)  # [B, N, S]
+    ys = coord_to_index(centres[:, :, 1:2] + offsets)
     x0 = ops.floor(xs)
     y0 = ops.floor(ys)
     wx1 = xs - x0

@@ -376,13 +376,13 @@ class TensorBoardImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from keras_pose import decode, visualize
+        from keras_pose import visualize
 
         trainer = self.model
         prepared = trainer.prepare(self.batch, training=False)
         outputs = trainer.forward(prepared["images"], prepared["targets"], training=False)
         final = outputs[-1]
-        points, scores = decode.decode_outputs(final, trainer.spec, trainer.input_hw)
+        points, scores = trainer.codec.decode(final)
         images = np.asarray(prepared["images"]).clip(0, 255).astype(np.uint8)
         points = np.asarray(points)
         gt_points = np.asarray(prepared["keypoints"])
@@ -395,7 +395,7 @@ class TensorBoardImages(keras.callbacks.Callback):
             pred = visualize.draw_skeleton(images[i], points[i], np.asarray(scores)[i],
                                            self.keypoint_set)
             skeletons.append(np.concatenate([gt, pred], axis=1))
-            if trainer.spec.kind == "heatmaps":
+            if trainer.codec.has_heatmaps:
                 target_overlay = visualize.overlay_heatmaps(
                     images[i], np.asarray(prepared["targets"])[i])
                 pred_overlay = visualize.overlay_heatmaps(

@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_pose import augment, evaluate, losses, metrics, targets
+from keras_pose.geometry import size_pair
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
 from keras_pose.models.deeppose import DeepPose, apply_stage_regressor
@@ -153,7 +154,7 @@ def stage_displacements(outputs, keypoints_input, input_size, stage: int, *, tor
         [B, K, 2]: stage 1 in its frame (normalized input units); stage s >= 2 in crop sides,
         the crop being the one the network cut around stage s - 1's estimate.
     """
-    height, width = augment.size_pair(input_size)
+    height, width = size_pair(input_size)
     truth = targets.coordinate_targets(keypoints_input, (height, width))
     estimate = ops.cast(outputs[stage - 1], "float32")
     if stage == 1:
@@ -234,7 +235,7 @@ def simulated_crops(keypoints_input, side, offsets, unit: str, input_size):
     """
     if unit not in (FRAME, CROP):
         raise ValueError(f"unit must be {FRAME!r} or {CROP!r}, received {unit!r}")
-    height, width = augment.size_pair(input_size)
+    height, width = size_pair(input_size)
     truth = ops.cast(keypoints_input, "float32")[:, None]
     side = ops.cast(side, "float32")[:, None, None, None]
     if unit == FRAME:

@@ -18,10 +18,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_pose import augment, targets
+from keras_pose import augment
+from keras_pose.codecs import codec_for
 from keras_pose.keypoints import KeypointSet
 from keras_pose.losses import get_loss
-from keras_pose.models.base import HEATMAPS, PoseModel
+from keras_pose.models.base import PoseModel
 
 
 class StepSeed(keras.random.SeedGenerator):
@@ -113,11 +114,8 @@ class PoseTrainer(keras.Model):
             self.output_weights = [1.0] * len(self.output_names_)
         self.loss_fn = get_loss(spec.loss)
         self.input_hw = network.input_size
-        if spec.kind == HEATMAPS:
-            shape = network.outputs[-1].shape
-            self.heatmap_hw = (int(shape[1]), int(shape[2]))
-        else:
-            self.heatmap_hw = None
+        # Targets, decoding and the flip test for this network's output kind.
+        self.codec = codec_for(spec, self.input_hw, sigma=self.sigma)
         self.flip_permutation = np.asarray(keypoint_set.flip_permutation, np.int32)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.output_trackers = [keras.metrics.Mean(name=f"loss_{n}") for n in self.output_names_]
@@ -154,13 +152,7 @@ class PoseTrainer(keras.Model):
             sampler=self.sampler,
             crop_size=self.crop_size,
         )
-        weights = targets.keypoint_weights(out["keypoints"], out["visibility"], self.input_hw)
-        if self.spec.kind == HEATMAPS:
-            target = targets.render_heatmaps(
-                out["keypoints"], weights, self.input_hw, self.heatmap_hw, sigma=self.sigma
-            )
-        else:
-            target = targets.coordinate_targets(out["keypoints"], self.input_hw)
+        target, weights = self.codec.encode(out["keypoints"], out["visibility"])
         return {**out, "targets": target, "weights": weights}
 
     def forward(self, images, target, training: bool):

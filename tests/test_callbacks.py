@@ -1,0 +1,43 @@
+"""TensorBoardImages draws through the trainer's codec for both output kinds."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_pose.keypoints import COCO17
+from keras_pose.training.callbacks import TensorBoardImages
+from keras_pose.training.trainer import PoseTrainer
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from tiny_pose import TinyCoordinatePose, TinyHeatmapPose  # noqa: E402
+
+
+def _image_tags(log_dir) -> set[str]:
+    tags = set()
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+@pytest.mark.parametrize("heatmaps", [True, False])
+def test_tensorboard_images_for_both_output_kinds(tmp_path, heatmaps):
+    network = (TinyHeatmapPose(input_size=32) if heatmaps
+               else TinyCoordinatePose(input_size=(32, 32)))
+    rng = np.random.default_rng(0)
+    batch = {"image": tf.constant(rng.integers(0, 256, (2, 32, 32, 3)), tf.uint8),
+             "keypoints": tf.constant(rng.uniform(2, 30, (2, 17, 2)), tf.float32),
+             "visibility": tf.constant(np.full((2, 17), 2), tf.int32)}
+    trainer = PoseTrainer(network, keypoint_set=COCO17, augment_config=None)
+    callback = TensorBoardImages(batch, str(tmp_path), COCO17, max_images=2)
+    callback.set_model(trainer)
+    callback.on_epoch_end(0)
+    tags = _image_tags(tmp_path)
+    assert "skeletons/ground_truth_vs_predicted" in tags
+    # Heatmap overlays only where the codec has heatmaps.
+    assert ("heatmaps/target_vs_predicted" in tags) == heatmaps
