@@ -292,7 +292,7 @@ def test_failed_export_leaves_no_version(tmp_path, monkeypatch, exports):
         (pathlib.Path(path) / "saved_model.pb").write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "save_saved_model", broken_save)
+    monkeypatch.setattr(export.versions, "save_saved_model", broken_save)
     with pytest.raises(RuntimeError, match="disk full"):
         export.export_saved_model(exports["heatmap_model"], name="m", base=tmp_path)
     # It was written under a name TF Serving ignores, next to where the version goes.
@@ -306,7 +306,7 @@ def test_stale_temporaries_of_dead_exporters_are_removed(tmp_path, monkeypatch, 
     live = tmp_path / "m" / f"{export.TEMP_PREFIX}{os.getppid()}_cafecafe"
     for folder in (stale, live):
         folder.mkdir(parents=True)
-    monkeypatch.setattr(export, "save_saved_model", lambda model, path, **kw: (
+    monkeypatch.setattr(export.versions, "save_saved_model", lambda model, path, **kw: (
         pathlib.Path(path).mkdir(), (pathlib.Path(path) / "saved_model.pb").write_bytes(b"x")))
     export.export_saved_model(exports["heatmap_model"], name="m", base=tmp_path)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", live.name]
