@@ -216,8 +216,9 @@ def main(argv: list[str] | None = None, prog: str = "convert.py", coco_only: boo
     else:
         _check_inputs(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # SIGTERM (kill, job schedulers) cleans up like Ctrl-C instead of leaving temporary files.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (kill, job schedulers) cleans up like Ctrl-C instead of leaving temporary files;
+    # the caller's handler comes back afterwards (main also runs in-process, in tests).
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         manifest = _convert(args)
     except ValueError as e:  # ConversionError and bad option values
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None, prog: str = "convert.py", coco_only: boo
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no shard or manifest was written", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     layout = manifest["source"].get("layout")
     if layout and args.layout == "auto" and layout != args.format:
         print(f"note: {args.joints} has the {layout.upper()} layout "
