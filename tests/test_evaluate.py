@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -116,20 +115,16 @@ def test_chart_and_json_writing(tmp_path, coco_truth):
     assert json.loads(path.read_text()) == {"a": None, "b": 2.0}
 
 
-def test_cli_scores_a_results_file(tmp_path, coco_truth):
+def test_cli_scores_a_results_file(tmp_path, coco_truth, capsys):
     path, _, truth = coco_truth
     results_path = tmp_path / "results.json"
     results_path.write_text(json.dumps(evaluate.to_coco_results(_as_predictions(truth))))
     out = tmp_path / "eval"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--predictions", str(results_path),
-         "--annotations", str(path), "--output", str(out)],
-        capture_output=True, text=True, timeout=120,
-        # PYTHONPATH: this checkout's keras_pose, whichever one is installed.
-        env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert "pck_torso@0.2" in completed.stdout
+    status = evaluate_main(["--predictions", str(results_path), "--annotations", str(path),
+                            "--output", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "pck_torso@0.2" in captured.out
     report = json.loads((out / "evaluation.json").read_text())
     assert report["metrics"]["pck_torso@0.2"] == 1.0
     assert report["coco"]["AP"] == pytest.approx(1.0)
