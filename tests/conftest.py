@@ -1,4 +1,9 @@
-"""Shared fixtures: paths to the third-party sample data in ../shared (never copied here)."""
+"""Shared fixtures: paths to the third-party sample data in ../shared (never copied here).
+
+Also puts this checkout first on the ``PYTHONPATH`` of every subprocess the tests start
+(``tools/*.py``, ``python -c`` scripts): the tools import the installed ``keras_pose``, which
+may be another checkout's (an editable install) or an older release.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ SHARED = pathlib.Path(os.environ.get("KERAS_POSE_SHARED", REPO.parent / "shared"
 COCO_SAMPLE = SHARED / "data" / "coco_sample"
 MPII_SAMPLE = SHARED / "data" / "mpii_sample"
 LSPET = SHARED / "data" / "lspet"
+
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from keras_pose.cli import convert_coco_main
 from keras_pose.data import coco as coco_lib
 from keras_pose.data.convert import ConversionError, convert_coco
 from keras_pose.data.dataset import make_dataset
@@ -411,26 +412,24 @@ def test_malformed_or_non_coco_json_is_fatal(tmp_path, content, text, capsys):
     assert text in str(error.value) and str(path) in str(error.value)
     assert_nothing_written(tmp_path / "out")
 
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import convert_coco as cli
-    finally:
-        sys.path.pop(0)
-    status = cli.main(["--annotations", str(path), "--images", str(tmp_path / "images"),
-                       "--output", str(tmp_path / "out"), "--split", "val", "--quiet"])
+    status = convert_coco_main(["--annotations", str(path), "--images", str(tmp_path / "images"),
+                                "--output", str(tmp_path / "out"), "--split", "val", "--quiet"])
     err = capsys.readouterr().err
     assert status == 2
     assert "convert_coco.py: error:" in err and text in err and "Traceback" not in err
 
 
-def test_cli_help_describes_the_options():
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_coco.py"),
-                             "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
+def test_cli_help_describes_the_options(capsys):
+    # tests/test_cli.py runs the tools/convert_coco.py wrapper itself.
+    with pytest.raises(SystemExit) as exit_info:
+        convert_coco_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: convert_coco.py ")
     for option in ("--annotations", "--images", "--output", "--split", "--shards", "--workers",
                    "--strict", "--crop-size", "--margin", "--min-keypoints", "--overwrite"):
-        assert option in result.stdout
-    assert "manifest" in result.stdout
+        assert option in out
+    assert "manifest" in out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,15 +480,14 @@ def test_killed_cli_leaves_no_final_shard(tmp_path, signum):
     # The child slows each image down so the signal lands while shards are being written.
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path[:0] = [{REPO!r}, {os.path.join(REPO, "tools")!r}]
         from keras_pose.data import coco
         real = coco.process_image
         def slow(task):
             time.sleep(0.5)
             return real(task)
         coco.process_image = slow
-        import convert_coco
-        sys.exit(convert_coco.main(["--annotations", {str(ann)!r}, "--images", {str(images)!r},
+        from keras_pose.cli import convert_coco_main
+        sys.exit(convert_coco_main(["--annotations", {str(ann)!r}, "--images", {str(images)!r},
                                     "--output", {str(out)!r}, "--split", "val", "--shards", "2",
                                     "--workers", "1", "--quiet"]))
     """)

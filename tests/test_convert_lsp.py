@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from keras_pose.cli import convert_main
 from keras_pose.data import lsp as lsp_lib
 from keras_pose.data.convert import ConversionError, convert_lsp
 from keras_pose.data.dataset import make_dataset
@@ -20,20 +20,10 @@ from keras_pose.pipeline import load_pipeline
 from keras_pose.targets import keypoint_weights
 from keras_pose.training import run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = LSP14.num_keypoints
 HEAD_TOP = LSP14.index("head_top")
 SIZES = [(64, 48), (72, 56), (80, 60), (56, 70)]  # (width, height) of images 1..4
 CROP = 128
-
-
-def load_tool(name: str):
-    """A tools/ script as a module, under its own name (no sys.path change)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_tool",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +277,7 @@ def test_bad_mat_is_an_error_naming_the_file_and_problem(tmp_path, case, capsys)
     assert str(path) in str(error.value) and BAD_MATS[case] in str(error.value)
     assert not (tmp_path / "out").exists()
 
-    status = load_tool("convert").main([
+    status = convert_main([
         "--format", "lspet", "--joints", str(path), "--output", str(tmp_path / "out"),
         "--split", "val", "--quiet"])
     err = capsys.readouterr().err
@@ -306,7 +296,7 @@ def test_missing_image_is_skipped_or_fatal_with_strict(tmp_path, capsys):
     with pytest.raises(ConversionError, match=r"im00003\.jpg.*image file not found"):
         convert(mat, images, tmp_path / "strict", strict=True)
     assert os.listdir(tmp_path / "strict") == []
-    status = load_tool("convert").main([
+    status = convert_main([
         "--format", "lspet", "--joints", str(mat), "--output", str(tmp_path / "strict"),
         "--split", "val", "--strict", "--quiet"])
     err = capsys.readouterr().err
@@ -319,10 +309,9 @@ def test_missing_image_is_skipped_or_fatal_with_strict(tmp_path, capsys):
 
 def test_cli_converts_lspet_and_notes_a_detected_layout(tmp_path, capsys):
     _, _, mat, _ = lspet_set(tmp_path)
-    tool = load_tool("convert")
-    status = tool.main(["--format", "lsp", "--joints", str(mat), "--range", "2-3",
-                        "--output", str(tmp_path / "out"), "--split", "train",
-                        "--crop-size", "64", "--workers", "1", "--quiet"])
+    status = convert_main(["--format", "lsp", "--joints", str(mat), "--range", "2-3",
+                           "--output", str(tmp_path / "out"), "--split", "train",
+                           "--crop-size", "64", "--workers", "1", "--quiet"])
     captured = capsys.readouterr()
     assert status == 0
     assert "wrote 2 records from 2 images" in captured.out and "lsp14" in captured.out
@@ -332,8 +321,8 @@ def test_cli_converts_lspet_and_notes_a_detected_layout(tmp_path, capsys):
 
     # Options of other formats are refused (exit 2, argparse's message).
     with pytest.raises(SystemExit) as exit_info:
-        tool.main(["--format", "lspet", "--joints", str(mat), "--head-boxes", "x.mat",
-                   "--output", str(tmp_path / "o"), "--split", "val"])
+        convert_main(["--format", "lspet", "--joints", str(mat), "--head-boxes", "x.mat",
+                      "--output", str(tmp_path / "o"), "--split", "val"])
     assert exit_info.value.code == 2
     assert "--head-boxes is for --format mpii" in capsys.readouterr().err
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import cv2
 import numpy as np
@@ -12,23 +10,14 @@ import pytest
 import scipy.io
 import tensorflow as tf
 
+from keras_pose.cli import convert_main
 from keras_pose.data import tfrecord
 from keras_pose.data.convert import ConversionError, convert_mpii
 from keras_pose.data.dataset import make_dataset
 from keras_pose.keypoints import MPII16
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = MPII16.num_keypoints
 NECK, HEAD_TOP = MPII16.head
-
-
-def load_tool(name: str):
-    """A tools/ script as a module, under its own name (no sys.path change)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_tool",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def convert(annotations, images, out, split="val", **kwargs):
@@ -104,7 +93,7 @@ def test_mpii_sample_records_use_the_minus_half_convention(mpii_sample, tmp_path
 def test_head_sizes_from_a_head_box_file(mpii_sample, tmp_path, capsys):
     entries = json.loads((mpii_sample / "annotations.json").read_text())
     expected = head_box_mat(tmp_path / "gt_val.mat", entries)
-    status = load_tool("convert").main([
+    status = convert_main([
         "--format", "mpii", "--annotations", str(mpii_sample / "annotations.json"),
         "--images", str(mpii_sample / "images"), "--head-boxes", str(tmp_path / "gt_val.mat"),
         "--range", "2-4", "--output", str(tmp_path / "out"), "--split", "val",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from keras_pose import evaluate
+from keras_pose.cli import evaluate_main
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import COCO17, LSP14
 from keras_pose.visualize import draw_pck_chart
@@ -115,36 +115,31 @@ def test_chart_and_json_writing(tmp_path, coco_truth):
     assert json.loads(path.read_text()) == {"a": None, "b": 2.0}
 
 
-def test_cli_scores_a_results_file(tmp_path, coco_truth):
+def test_cli_scores_a_results_file(tmp_path, coco_truth, capsys):
     path, _, truth = coco_truth
     results_path = tmp_path / "results.json"
     results_path.write_text(json.dumps(evaluate.to_coco_results(_as_predictions(truth))))
     out = tmp_path / "eval"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--predictions", str(results_path),
-         "--annotations", str(path), "--output", str(out)],
-        capture_output=True, text=True, timeout=120,
-        env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert "pck_torso@0.2" in completed.stdout
+    status = evaluate_main(["--predictions", str(results_path), "--annotations", str(path),
+                            "--output", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "pck_torso@0.2" in captured.out
     report = json.loads((out / "evaluation.json").read_text())
     assert report["metrics"]["pck_torso@0.2"] == 1.0
     assert report["coco"]["AP"] == pytest.approx(1.0)
     assert (out / "pck_per_keypoint.png").stat().st_size > 1000
 
 
-def test_cli_reports_bad_input_clearly(tmp_path, coco_truth):
+def test_cli_reports_bad_input_clearly(tmp_path, coco_truth, capsys):
     path, _, _ = coco_truth
     bad = tmp_path / "bad.json"
     bad.write_text('[{"image_id": 999999, "category_id": 1, "keypoints": [], "score": 1}]')
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--predictions", str(bad),
-         "--annotations", str(path), "--output", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert completed.returncode == 2
-    assert "keypoint values" in completed.stderr and "Traceback" not in completed.stderr
+    status = evaluate_main(["--predictions", str(bad), "--annotations", str(path),
+                            "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "keypoint values" in err and "Traceback" not in err
 
 
 # -- a model over records ---------------------------------------------------------------------
@@ -212,20 +207,14 @@ def test_predict_records_maps_input_to_image_pixels(records, constant_run):
 
 def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco_sample,
                                                      tmp_path, capsys):
-    import importlib.util
-
     from keras_pose import export
 
     pattern, manifest = records
     run, model, offsets = constant_run
-    spec = importlib.util.spec_from_file_location("tool_evaluate",
-                                                  REPO / "tools" / "evaluate.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     annotations = coco_sample / "person_keypoints_sample.json"
     out = tmp_path / "keras"
-    assert tool.main(["--model", str(run), "--records", pattern, "--annotations",
-                      str(annotations), "--output", str(out), "--batch-size", "3"]) == 0
+    assert evaluate_main(["--model", str(run), "--records", pattern, "--annotations",
+                          str(annotations), "--output", str(out), "--batch-size", "3"]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     results = json.loads((out / "results.json").read_text())
     assert len(results) == manifest["num_records"] == report["metrics"]["num_persons"]
@@ -258,10 +247,11 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
     version = export.export_saved_model(model, name="constant", base=tmp_path / "saved",
                                         update_config=False)
     out2 = tmp_path / "saved_model"
-    assert tool.main(["--model", str(version), "--records", pattern, "--annotations",
-                      str(annotations), "--output", str(out2)]) == 0
-    assert tool.main(["--model", str(version), "--records", pattern, "--output",
-                      str(tmp_path / "refused"), "--metrics", "pck_torso@0.2,poster_acc@0.5"]) == 2
+    assert evaluate_main(["--model", str(version), "--records", pattern, "--annotations",
+                          str(annotations), "--output", str(out2)]) == 0
+    assert evaluate_main(["--model", str(version), "--records", pattern, "--output",
+                          str(tmp_path / "refused"),
+                          "--metrics", "pck_torso@0.2,poster_acc@0.5"]) == 2
     assert "poster_acc@0.5: it needs heatmaps and this SavedModel's metadata gives no heatmap " \
         "stride" in capsys.readouterr().err
     results2 = json.loads((out2 / "results.json").read_text())
@@ -316,15 +306,6 @@ def heatmap_model_file(tmp_path_factory):
     return path, model
 
 
-def _load_tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tool_evaluate", REPO / "tools" / "evaluate.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def _reference_poster_accuracy(model, pattern, threshold):
     """pytorch-pose's accuracy on the model's heatmaps and the training targets of the crops."""
     from keras_pose import augment, codecs, metrics, targets
@@ -348,11 +329,10 @@ def test_evaluate_cli_metrics_option_with_a_heatmap_model(records, heatmap_model
                                                           capsys):
     pattern, manifest = records
     path, model = heatmap_model_file
-    tool = _load_tool()
     out = tmp_path / "eval"
-    assert tool.main(["--model", str(path), "--records", pattern, "--output", str(out),
-                      "--metrics", "pck_torso@0.2, poster_acc@0.5,pck_bbox@0.1,poster_acc@3"]
-                     ) == 0
+    assert evaluate_main(["--model", str(path), "--records", pattern, "--output", str(out),
+                          "--metrics", "pck_torso@0.2, poster_acc@0.5,pck_bbox@0.1,poster_acc@3"]
+                         ) == 0
     report = json.loads((out / "evaluation.json").read_text())["metrics"]
     names = ["pck_torso@0.2", "poster_acc@0.5", "pck_bbox@0.1", "poster_acc@3.0"]
     assert report["metrics"] == names and set(report["per_keypoint"]) == set(names)
@@ -374,8 +354,8 @@ def test_evaluate_cli_metrics_option_with_a_heatmap_model(records, heatmap_model
     version = export.export_saved_model(model, name="heatmaps", base=tmp_path / "saved",
                                         update_config=False)
     out2 = tmp_path / "eval_saved"
-    assert tool.main(["--model", str(version), "--records", pattern, "--output", str(out2),
-                      "--metrics", ",".join(names)]) == 0
+    assert evaluate_main(["--model", str(version), "--records", pattern, "--output", str(out2),
+                          "--metrics", ",".join(names)]) == 0
     saved = json.loads((out2 / "evaluation.json").read_text())["metrics"]
     for name in ("poster_acc@0.5", "poster_acc@3.0"):
         assert saved[name] == pytest.approx(report[name]), name
@@ -387,19 +367,18 @@ def test_evaluate_cli_refuses_metrics_it_cannot_compute(records, constant_run, c
     pattern, _ = records
     run, _, _ = constant_run
     path, _, truth = coco_truth
-    tool = _load_tool()
     common = ["--records", pattern, "--output", str(tmp_path / "o")]
-    assert tool.main(["--model", str(run), *common, "--metrics", "pck_torso,poster_acc"]) == 2
+    assert evaluate_main(["--model", str(run), *common, "--metrics", "pck_torso,poster_acc"]) == 2
     assert "poster_acc@0.5: it needs heatmaps and the model 'constant_coordinate_pose' " \
         "outputs coordinates" in capsys.readouterr().err
-    assert tool.main(["--model", str(run), *common, "--metrics", "pck_tosro@0.2"]) == 2
+    assert evaluate_main(["--model", str(run), *common, "--metrics", "pck_tosro@0.2"]) == 2
     assert "unknown metric 'pck_tosro@0.2'; valid metrics" in capsys.readouterr().err
-    assert tool.main(["--model", str(run), *common, "--metrics", "pckh@0.5"]) == 2
+    assert evaluate_main(["--model", str(run), *common, "--metrics", "pckh@0.5"]) == 2
     assert "keypoint set 'coco17' defines no head pair" in capsys.readouterr().err
     results = tmp_path / "results.json"
     results.write_text(json.dumps(evaluate.to_coco_results(_as_predictions(truth))))
-    assert tool.main(["--predictions", str(results), "--annotations", str(path), "--output",
-                      str(tmp_path / "p"), "--metrics", "poster_acc"]) == 2
+    assert evaluate_main(["--predictions", str(results), "--annotations", str(path), "--output",
+                          str(tmp_path / "p"), "--metrics", "poster_acc"]) == 2
     assert "a COCO results file holds keypoints in image pixels only" in capsys.readouterr().err
 
 

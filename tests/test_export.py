@@ -14,13 +14,13 @@ import pytest
 import tensorflow as tf
 
 from keras_pose import codecs, export
+from keras_pose.cli import export_main
 from keras_pose.keypoints import COCO17
 from keras_pose.models.base import HEATMAPS
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from tiny_pose import TinyCoordinatePose, TinyHeatmapPose  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # The module behind the ``saved_model_cli`` script, run by this interpreter: a venv's python
 # finds it without the venv's bin/ on PATH.
@@ -388,13 +388,8 @@ def test_run_dir_and_keras_file_load_with_the_run_margin(run_dir):
 @pytest.mark.slow
 def test_export_cli_exports_a_real_network(run_dir, tmp_path, capsys):
     """tools/export.py on a run directory of a (1-stack, tiny) stacked hourglass."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tool_export", REPO / "tools" / "export.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     base = tmp_path / "saved"
-    assert tool.main(["--model", str(run_dir), "--name", "cli_model", "--base", str(base)]) == 0
+    assert export_main(["--model", str(run_dir), "--name", "cli_model", "--base", str(base)]) == 0
     assert export.list_versions(base / "cli_model") == [1]
     version = base / "cli_model" / "1"
     assert str(version) in capsys.readouterr().out
@@ -410,8 +405,8 @@ def test_export_cli_exports_a_real_network(run_dir, tmp_path, capsys):
     np.testing.assert_allclose(export.load_predictor(version).predict(image, box)["keypoints"],
                                export.load_predictor(run_dir).predict(image, box)["keypoints"],
                                atol=1e-4)
-    assert tool.main(["--model", str(tmp_path / "missing.keras"), "--name", "x",
-                      "--base", str(base)]) == 2
+    assert export_main(["--model", str(tmp_path / "missing.keras"), "--name", "x",
+                        "--base", str(base)]) == 2
     assert "not found" in capsys.readouterr().err
 
 

@@ -100,12 +100,9 @@ def coco_set(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
 
 def _convert_cli(*args: str) -> int:
     """``tools/convert_coco.py ARGS`` in this process."""
-    sys.path.insert(0, str(TOOLS))
-    try:
-        import convert_coco
-    finally:
-        sys.path.remove(str(TOOLS))
-    return convert_coco.main(list(args))
+    from keras_pose.cli import convert_coco_main
+
+    return convert_coco_main(list(args))
 
 
 def _annotation_ids(records: pathlib.Path, split: str) -> list[int]:

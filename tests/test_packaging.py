@@ -49,8 +49,6 @@ def _core_distributions(root: str) -> set[str]:
 def _imported_modules() -> dict[str, str]:
     """Top-level third-party modules imported by the library and the tools: {module: file}."""
     modules: dict[str, str] = {}
-    # tools/ scripts may import each other (convert_coco.py runs convert.py's main).
-    local = {path.stem for path in (REPO / "tools").glob("*.py")}
     for path in sorted([*PACKAGE.rglob("*.py"), *(REPO / "tools").glob("*.py")]):
         if any(folder in path.parents for folder in OPTIONAL):
             continue
@@ -63,7 +61,7 @@ def _imported_modules() -> dict[str, str]:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if top != "keras_pose" and top not in sys.stdlib_module_names | local:
+                if top != "keras_pose" and top not in sys.stdlib_module_names:
                     modules.setdefault(top, str(path.relative_to(REPO)))
     return modules
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -12,15 +11,8 @@ import numpy as np
 import pytest
 
 from keras_pose import export
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("tool_predict", REPO / "tools" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from keras_pose.cli import predict_main
+from keras_pose.cli.predict import PANEL_HEIGHT
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def test_predict_image_writes_overlay_and_keypoints(keras_file, coco_sample, tmp
     image_path = coco_sample / "images" / "000000000785.jpg"
     box = [280.79, 44.73, 218.7, 346.68]  # the annotated person
     out = tmp_path / "out"
-    status = _tool().main(["--model", str(keras_file), "--input", str(image_path),
+    status = predict_main(["--model", str(keras_file), "--input", str(image_path),
                            "--output", str(out), "--box", ",".join(map(str, box))])
     assert status == 0
     report = json.loads((out / "keypoints.json").read_text())
@@ -69,7 +61,7 @@ def test_predict_directory_and_video(keras_file, coco_sample, tmp_path):
         writer.write(rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8))
     writer.release()
     out = tmp_path / "out"
-    assert _tool().main(["--model", str(keras_file), "--input", str(inputs), "--output",
+    assert predict_main(["--model", str(keras_file), "--input", str(inputs), "--output",
                          str(out), "--batch-size", "4"]) == 0
     report = json.loads((out / "keypoints.json").read_text())
     assert [pathlib.Path(i["image"]).name for i in report["images"]] == [
@@ -87,13 +79,12 @@ def test_predict_directory_and_video(keras_file, coco_sample, tmp_path):
 
 
 def test_predict_reports_bad_input(keras_file, tmp_path, capsys):
-    tool = _tool()
-    assert tool.main(["--model", str(keras_file), "--input", str(tmp_path / "none.jpg"),
-                      "--output", str(tmp_path / "o")]) == 2
+    assert predict_main(["--model", str(keras_file), "--input", str(tmp_path / "none.jpg"),
+                         "--output", str(tmp_path / "o")]) == 2
     assert "input not found" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
-    assert tool.main(["--model", str(keras_file), "--input", str(tmp_path),
-                      "--output", str(tmp_path / "o")]) == 2
+    assert predict_main(["--model", str(keras_file), "--input", str(tmp_path),
+                         "--output", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
 
 
@@ -107,7 +98,7 @@ def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sampl
         persons.setdefault(names[ann["image_id"]], []).append(ann)
     out = tmp_path / "out"
     grid = tmp_path / "grid.png"
-    assert _tool().main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
+    assert predict_main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
                          "--annotations", str(annotations), "--output", str(out),
                          "--grid", str(grid), "--grid-columns", "3", "--limit", "3"]) == 0
     report = json.loads((out / "keypoints.json").read_text())
@@ -128,7 +119,7 @@ def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sampl
             expected = predictor.predict(image, ann["bbox"])["keypoints"][0]
             np.testing.assert_allclose(person["keypoints"], expected, atol=1e-3)
         # One row per person: ground truth | prediction, each a square panel.
-        panel = _tool().PANEL_HEIGHT
+        panel = PANEL_HEIGHT
         overlay = cv2.imread(str(out / f"{pathlib.Path(name).stem}.png"))
         assert overlay.shape == (panel * len(persons[name]), 2 * panel, 3)
         pairs += len(persons[name])
@@ -139,5 +130,5 @@ def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sampl
     assert f"({pairs} persons)" in capsys.readouterr().out
     # A grid needs ground truth to pair the predictions with.
     with pytest.raises(SystemExit):
-        _tool().main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
+        predict_main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
                       "--output", str(out), "--grid", str(grid)])

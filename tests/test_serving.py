@@ -3,7 +3,6 @@ when ``tensorflow_model_server`` is installed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,9 +18,9 @@ import pytest
 from google.protobuf import text_format
 
 from keras_pose import export, serving
+from keras_pose.cli import serve_client_main
 
 TESTS = pathlib.Path(__file__).resolve().parent
-REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 from fake_model_server import FakeModelServer  # noqa: E402
 from tiny_pose import TinyHeatmapPose  # noqa: E402
@@ -134,21 +133,13 @@ def test_errors_are_clear(server, photos):
         serving.RestClient("127.0.0.1", port, model="pose", timeout=5).predict(jpegs[0])
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_serve_client_cli_draws_and_writes_json(server, coco_sample, tmp_path, capsys):
-    tool = _load_tool("serve_client")
     image = sorted((coco_sample / "images").glob("*.jpg"))[0]
     for protocol, port in (("rest", server.rest_port), ("grpc", server.grpc_port)):
         out = tmp_path / protocol
-        status = tool.main(["--model", "pose", "--host", "127.0.0.1", "--port", str(port),
-                            "--protocol", protocol, "--image", str(image),
-                            "--box", "280,44,219,347", "--output", str(out)])
+        status = serve_client_main(["--model", "pose", "--host", "127.0.0.1", "--port", str(port),
+                                    "--protocol", protocol, "--image", str(image),
+                                    "--box", "280,44,219,347", "--output", str(out)])
         assert status == 0
         result = json.loads((out / "keypoints.json").read_text())
         assert result[0]["image"] == str(image) and len(result[0]["keypoints"]) == 17
@@ -156,8 +147,8 @@ def test_serve_client_cli_draws_and_writes_json(server, coco_sample, tmp_path, c
         source = cv2.imread(str(image))
         assert overlay.shape == source.shape and np.any(overlay != source)
     assert "left_shoulder" in capsys.readouterr().out
-    status = tool.main(["--model", "pose", "--port", str(server.rest_port), "--host",
-                        "127.0.0.1", "--image", str(tmp_path / "missing.jpg")])
+    status = serve_client_main(["--model", "pose", "--port", str(server.rest_port), "--host",
+                                "127.0.0.1", "--image", str(tmp_path / "missing.jpg")])
     assert status == 2 and "not found" in capsys.readouterr().err
 
 

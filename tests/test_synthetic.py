@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import time
@@ -13,10 +12,10 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from keras_pose.cli import make_synthetic_main
 from keras_pose.data import synthetic
 from keras_pose.keypoints import COCO17
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 160  # smaller than the default 256 to keep the tests fast; geometry is size-relative
 CONFIG = synthetic.SyntheticConfig(image_size=(SIZE, SIZE))
 LIMB_SIDES = {COCO17.index(f"{side}_{joint}"): side
@@ -272,18 +271,15 @@ def test_facing_side_cue_draws_both_sides_alike():
 
 
 def test_cli_writes_train_and_val(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_synthetic",
-                                                  REPO / "tools" / "make_synthetic.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main(["--output", str(tmp_path), "--num-images", "5", "--seed", "1",
-                     "--image-size", str(SIZE), "--split-val", "0.4", "--no-progress"]) == 0
+    assert make_synthetic_main(["--output", str(tmp_path), "--num-images", "5", "--seed", "1",
+                                "--image-size", str(SIZE), "--split-val", "0.4",
+                                "--no-progress"]) == 0
     assert "train:" in capsys.readouterr().out
     for split, count in (("train", 3), ("val", 2)):
         coco = COCO(str(tmp_path / split / "annotations.json"))
         assert len(coco.getImgIds()) == count
     with pytest.raises(SystemExit):
-        cli.main(["--output", str(tmp_path), "--num-images", "5", "--image-size", "3x5"])
+        make_synthetic_main(["--output", str(tmp_path), "--num-images", "5", "--image-size", "3x5"])
 
 
 def test_generation_speed_is_measured(record_property):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import cv2
 import numpy as np
 import pytest
 
 from keras_pose import visualize
+from keras_pose.cli import show_batch_main
 from keras_pose.keypoints import COCO17
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_draw_skeleton_colours_sides_at_the_right_pixels():
@@ -88,18 +84,15 @@ def _write_records(directory, count=3, crop_size=96):
 
 
 def test_show_batch_writes_a_grid(tmp_path):
-    spec = importlib.util.spec_from_file_location("show_batch", REPO / "tools" / "show_batch.py")
-    show_batch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(show_batch)
     _write_records(tmp_path)
     output = tmp_path / "out" / "grid.png"
-    status = show_batch.main(["--records", str(tmp_path / "train-*.tfrecord"), "--output",
+    status = show_batch_main(["--records", str(tmp_path / "train-*.tfrecord"), "--output",
                               str(output), "--input-size", "64", "--heatmap-size", "16",
                               "--batch", "3", "--columns", "3", "--keypoint-set", "coco17"])
     assert status == 0
     grid = cv2.imread(str(output))
     # 3 samples x 3 tiles of 64 px in one row, 4 px padding.
     assert grid.shape == (64 + 8, 9 * 68 + 4, 3)
-    missing = show_batch.main(["--records", str(tmp_path / "none-*.tfrecord"), "--output",
+    missing = show_batch_main(["--records", str(tmp_path / "none-*.tfrecord"), "--output",
                                str(tmp_path / "x.png")])
     assert missing == 1 and not (tmp_path / "x.png").exists()

@@ -1,17 +1,10 @@
-"""Train a pose network from a pipeline file (see ``keras_pose.cli.TRAIN_USAGE``).
+"""Train a pose network from a pipeline file.
 
-    python tools/train.py [--pipeline pipelines/NAME.toml] [--set key=value ...] [--output DIR]
-
-With no arguments: the embedded default (synthetic data, the quickstart pipeline, export).
+``keras_pose/cli/train.py``; installed as ``keras-pose-train``.
 """
 
-import pathlib
-import sys
+from keras_pose.cli import train_main
 
-# This checkout's keras_pose, not another one installed in the environment.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from keras_pose.cli import train_main  # noqa: E402
-
+# Guarded: worker processes started with "spawn" re-import the main script.
 if __name__ == "__main__":
-    sys.exit(train_main())
+    raise SystemExit(train_main())

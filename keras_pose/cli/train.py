@@ -1,7 +1,8 @@
-"""Command-line entry points and argument helpers shared by ``tools/*.py``.
+"""``keras-pose-train`` / ``tools/train.py``: train a pose network from a pipeline file.
 
-The scripts in ``tools/`` stay thin: they parse arguments and call the library. ``train_main``
-is also installed as the ``keras-pose-train`` console script.
+The shipped pipelines live in the repository's top-level ``pipelines/``; a wheel carries them as
+the package data ``keras_pose/pipelines/*.toml`` (``setup.py`` maps that folder), so the default
+pipeline is found from a non-editable install as well as from a checkout.
 """
 
 from __future__ import annotations
@@ -11,12 +12,28 @@ import os
 import pathlib
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_PIPELINE = REPO / "pipelines" / "quickstart.toml"
+PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+# Where the shipped pipelines are: an installed wheel's package data first, then a checkout's
+# (or an editable install's) top-level folder beside the package.
+PIPELINE_FOLDERS = (PACKAGE / "pipelines", PACKAGE.parent / "pipelines")
+
+
+def shipped_pipeline(name: str) -> pathlib.Path:
+    """The shipped ``pipelines/NAME.toml`` of this installation.
+
+    Returns the first existing file of ``PIPELINE_FOLDERS``; when none exists, the package-data
+    path, so the error that follows (``load_pipeline``) names where it was looked for.
+    """
+    candidates = [folder / f"{name}.toml" for folder in PIPELINE_FOLDERS]
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
+
+DEFAULT_PIPELINE = shipped_pipeline("quickstart")
 
 TRAIN_USAGE = """Train a pose network from a pipeline file.
 
   python tools/train.py [--pipeline pipelines/NAME.toml] [--set key=value ...] [--output DIR]
+  keras-pose-train [...]           (the same, as an installed console script)
 
 With no arguments it runs the embedded default: make the synthetic dataset (cached), convert it
 to TFRecords, train the ``quickstart`` pipeline, evaluate on held-out synthetic images, export a
@@ -29,23 +46,11 @@ to finish by hand); 143 = stopped by SIGTERM at the next step (the same command 
 """
 
 
-def parse_box(text: str) -> list[float]:
-    """``x,y,w,h`` in pixels (w, h > 0), for ``--box`` options."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise argparse.ArgumentTypeError(
-            f"--box must be x,y,w,h in pixels with w, h > 0, received {text!r}")
-    return values
-
-
 def train_main(argv: list[str] | None = None) -> int:
-    """``tools/train.py``: the exit status says how the run ended, with a message for each
-    failure: 0 = success; 2 = it could not start (a bad pipeline or data) or met a damaged
-    record shard (named); 1 = training stopped part way (a NaN loss, a full disk), or the
-    final evaluation or the export failed (the message says how to finish them by hand);
+    """``tools/train.py``, ``keras-pose-train``: the exit status says how the run ended, with a
+    message for each failure: 0 = success; 2 = it could not start (a bad pipeline or data) or
+    met a damaged record shard (named); 1 = training stopped part way (a NaN loss, a full disk),
+    or the final evaluation or the export failed (the message says how to finish them by hand);
     143 = stopped by SIGTERM (the same command resumes)."""
     parser = argparse.ArgumentParser(description=TRAIN_USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,66 @@
+"""Export a trained pose model as a TF Serving SavedModel version and update models.config.
+
+    python tools/export.py --model runs/NAME --name NAME [--version N] [--base saved_models]
+    python tools/export.py --model runs/NAME/model.keras --name NAME \
+        --serving-root "$PWD/saved_models"
+
+Writes ``<base>/<name>/<version>/`` atomically (next free version by default) with the
+signatures ``serving_default`` (uint8 images), ``serving_boxes`` (+ person boxes),
+``serving_bytes`` and ``serving_bytes_boxes`` (encoded JPEG/PNG strings), and rewrites
+``<base>/models.config`` for ``tensorflow_model_server --model_config_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="run directory or .keras file")
+    parser.add_argument("--name", required=True, help="model name in TF Serving")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number (default: one more than the newest)")
+    parser.add_argument("--base", default="saved_models", help="export base directory")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="crop margin (default: the run's [data] margin, else 1.25)")
+    parser.add_argument("--keypoint-set", default=None,
+                        help="coco17 or mpii16 (default: the run's, else by keypoint count)")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="put the flip test into the serving graph (2x compute)")
+    parser.add_argument("--serving-root", default=None,
+                        help="absolute path where the server sees --base, for models.config "
+                        "(default: the root already in the file, else /models for Docker)")
+    parser.add_argument("--no-config", action="store_true", help="leave models.config alone")
+    args = parser.parse_args(argv)
+
+    from keras_pose import export
+    from keras_pose.keypoints import get_keypoint_set
+
+    try:
+        loaded = export.load_pose_model(args.model)
+        keypoint_set = (get_keypoint_set(args.keypoint_set) if args.keypoint_set
+                        else loaded.keypoint_set)
+        margin = args.margin if args.margin is not None else loaded.margin
+        path = export.export_saved_model(
+            loaded.model, name=args.name, base=args.base, version=args.version, margin=margin,
+            keypoint_set=keypoint_set, flip_test=args.flip_test,
+            update_config=not args.no_config, serving_root=args.serving_root,
+            source=str(loaded.path),
+        )
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {loaded.path} -> {path}")
+    print(f"  keypoints: {keypoint_set.name if keypoint_set else loaded.model.num_keypoints}, "
+          f"input {loaded.model.input_size}, margin {margin}, flip test {args.flip_test}")
+    print(f"  signatures: {', '.join(export.SIGNATURES)}")
+    if not args.no_config:
+        print(f"  models.config: {pathlib.Path(args.base) / export.MODELS_CONFIG}")
+    print(f"  inspect: saved_model_cli show --dir {path} --all")
+    return 0
+
