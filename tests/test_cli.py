@@ -89,7 +89,7 @@ def _copy_sources(target: pathlib.Path) -> pathlib.Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("keras_pose", "pipelines"):
         shutil.copytree(REPO / name, target / name, ignore=ignore)
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, target / name)
     return target
 
@@ -124,7 +124,7 @@ def test_wheel_ships_the_pipelines_and_an_installed_copy_finds_the_default(tmp_p
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {**ENV, "PYTHONPATH": str(target)}
-    code = ("import keras_pose.cli as cli; from keras_pose.training.config import load_pipeline; "
+    code = ("import keras_pose.cli as cli; from keras_pose.pipeline import load_pipeline; "
             "print(cli.__file__); print(cli.DEFAULT_PIPELINE); "
             "print(load_pipeline(cli.DEFAULT_PIPELINE).name)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -142,3 +142,13 @@ def test_wheel_ships_the_pipelines_and_an_installed_copy_finds_the_default(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("usage: keras-pose-train ")
     assert f"(default: {default})" in result.stdout
+
+
+def test_setup_cfg_lists_every_package_folder():
+    """setup.cfg names its packages (to map pipelines/): a new package folder must be added."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    folders = {".".join(path.parent.relative_to(REPO).parts)
+               for path in (REPO / "keras_pose").rglob("__init__.py")}
+    assert listed == folders | {"keras_pose.pipelines"}

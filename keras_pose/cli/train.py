@@ -1,7 +1,7 @@
 """``keras-pose-train`` / ``tools/train.py``: train a pose network from a pipeline file.
 
 The shipped pipelines live in the repository's top-level ``pipelines/``; a wheel carries them as
-the package data ``keras_pose/pipelines/*.toml`` (``setup.py`` maps that folder), so the default
+the package data ``keras_pose/pipelines/*.toml`` (``setup.cfg`` maps that folder), so the default
 pipeline is found from a non-editable install as well as from a checkout.
 """
 
