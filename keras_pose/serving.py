@@ -29,9 +29,11 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from keras_pose.keypoints import KeypointSet
+from keras_pose.visualize import draw_skeleton
 
 # The wire contract, shared by the export (which writes these signatures) and the clients;
 # here because this module needs no TensorFlow.
@@ -53,8 +55,6 @@ class ServingError(RuntimeError):
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3], with an error naming the file."""
-    import cv2
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -66,8 +66,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def encode_image(image: np.ndarray) -> bytes:
     """RGB uint8 [H, W, 3] -> PNG bytes (lossless, so the server sees the same pixels)."""
-    import cv2
-
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(
@@ -315,9 +313,6 @@ def draw_prediction(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray
         threshold: score threshold (heatmap peaks; coordinate models score 1).
         box: the person box ``x, y, w, h`` to outline.
     """
-    import cv2
-
-    from keras_pose.visualize import draw_skeleton
 
     # draw_skeleton draws keypoints whose value is above its threshold; 0 must stay drawable.
     values = np.asarray(scores, np.float32)
@@ -358,7 +353,6 @@ def annotate_video(predict, source: str | os.PathLike, target: str | os.PathLike
         ``{"video", "output", "fps", "width", "height", "frames": [{"frame", "keypoints",
         "scores"}, ...]}``.
     """
-    import cv2
     from tqdm import tqdm
 
     source, target = pathlib.Path(source), pathlib.Path(target)

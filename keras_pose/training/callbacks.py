@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_pose import evaluate, metrics
+from keras_pose import evaluate, metrics, visualize
 from keras_pose.compat import set_initial_epoch
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
@@ -376,7 +376,6 @@ class TensorBoardImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from keras_pose import visualize
 
         trainer = self.model
         prepared = trainer.prepare(self.batch, training=False)

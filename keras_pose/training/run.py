@@ -16,7 +16,7 @@ import traceback
 import keras
 import tensorflow as tf
 
-from keras_pose import augment, evaluate, metrics
+from keras_pose import augment, evaluate, export, metrics
 from keras_pose.data import convert as converter
 from keras_pose.data import dataset as reader
 from keras_pose.data import synthetic
@@ -35,6 +35,7 @@ from keras_pose.resources import peak_rss_mib
 from keras_pose.runs import RunLayout
 from keras_pose.training import callbacks as cbs
 from keras_pose.training import cascade
+from keras_pose.training.optimizers import RMSprop
 from keras_pose.training.schedules import PoseSchedule
 from keras_pose.training.strategy import (
     make_strategy,
@@ -262,8 +263,6 @@ def make_optimizer(pipeline: Pipeline) -> keras.optimizers.Optimizer:
     if opt.weight_decay:
         common["weight_decay"] = opt.weight_decay
     if opt.name == "rmsprop":
-        from keras_pose.training.optimizers import RMSprop
-
         return RMSprop(rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon,
                        epsilon_outside_sqrt=opt.epsilon_outside_sqrt, **common)
     if opt.name == "adam":
@@ -914,7 +913,6 @@ def _metric_summary(report: dict) -> dict:
 
 
 def _export(pipeline: Pipeline, trainer: PoseTrainer, output_dir: pathlib.Path):
-    from keras_pose import export
 
     return export.export_saved_model(
         trainer.network, name=pipeline.export.name or pipeline.name,
