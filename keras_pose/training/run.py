@@ -470,13 +470,51 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
         raise damaged_records_error(pipeline, error, run) from None
 
 
+@dataclasses.dataclass
+class _Datasets:
+    train: tf.data.Dataset
+    val: tf.data.Dataset  # every validation record (PCK, final evaluation)
+    fit_val: tf.data.Dataset  # the validation loss during fit
+
+
 def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
            strategy: tf.distribute.Strategy, chief: bool, run: RunLayout,
            keypoint_set, verbose) -> dict:
-    """The rest of :func:`train`, from building the datasets on."""
-    k = keypoint_set.num_keypoints
+    """The rest of :func:`train`, in named steps: datasets, trainer, fit (and the cascade's
+    later stages), then publish (final evaluation, export, summary)."""
     keras.utils.set_random_seed(pipeline.train.seed)
     keras.mixed_precision.set_global_policy(pipeline.train.mixed_precision)
+    data = _datasets(pipeline, strategy, keypoint_set.num_keypoints)
+    with strategy.scope():
+        trainer = build_trainer(pipeline, keypoint_set.num_keypoints)
+        trainer.compile(optimizer=make_optimizer(pipeline),
+                        jit_compile=resolve_jit_compile(pipeline.train.jit_compile))
+    metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
+    cascading = pipeline.cascade.stages > 1
+    # A stage-wise cascade keeps stage 1's best network apart: model.keras is the cascade.
+    best_path = run.stage_model(1) if cascading else run.model
+    _fit(pipeline, trainer, data, run, best_path, keypoint_set, metric_names, verbose)
+    cascade_report = None
+    if cascading:
+        trainer, cascade_report = _train_cascade(pipeline, trainer, strategy, chief, run,
+                                                 best_path, keypoint_set, metric_names,
+                                                 verbose)
+        best_path = run.model
+    summary = {
+        "pipeline": pipeline.name,
+        "model": pipeline.model.name,
+        "train_seconds": round(time.time() - started, 1),
+        "run_dir": str(output_dir),
+        "tensorboard": f"tensorboard --logdir {output_dir.parent}",
+        "best_checkpoint": str(best_path),
+    }
+    if cascade_report is not None:
+        summary["cascade"] = cascade_report
+    return _publish(pipeline, trainer, data.val, run, best_path, chief, keypoint_set,
+                    metric_names, summary, started)
+
+
+def _datasets(pipeline: Pipeline, strategy: tf.distribute.Strategy, k: int) -> _Datasets:
     workers = num_workers(strategy)
     train_ds = _dataset(pipeline, pipeline.data.train_records, True, k, workers=workers)
     val_ds = _dataset(pipeline, pipeline.data.val_records, False, k,
@@ -489,54 +527,59 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
         fit_val_ds = _dataset(pipeline, pipeline.data.val_records, False, k,
                               pipeline.train.validation_records, workers=workers,
                               drop_remainder=True)
-    with strategy.scope():
-        trainer = build_trainer(pipeline, k)
-        trainer.compile(optimizer=make_optimizer(pipeline),
-                        jit_compile=resolve_jit_compile(pipeline.train.jit_compile))
+    return _Datasets(train_ds, val_ds, fit_val_ds)
 
-    logs = run.logs
-    cascading = pipeline.cascade.stages > 1
-    # A stage-wise cascade keeps stage 1's best network apart: model.keras is the cascade.
-    best_path = run.stage_model(1) if cascading else run.model
-    metric_names = _checked_metrics(pipeline, keypoint_set, trainer.network)
-    # One writer for everything under logs/pose: TensorBoard follows only the newest event
-    # file of a directory, so a second writer there would hide the first one's updates.
-    pose_writer = cbs.summary_writer(logs / "pose")
+
+def _callbacks(pipeline: Pipeline, trainer: PoseTrainer, val_ds, run: RunLayout,
+               best_path: pathlib.Path, keypoint_set, metric_names: list[str], pose_writer,
+               stop_on_signal: cbs.StopOnSignal) -> list:
+    """The callbacks of the run's ``fit``, in the order they must run."""
     pck = cbs.PCKCallback(val_ds, keypoint_set, every=pipeline.callbacks.pck_every,
                           log_dir=pose_writer, total_epochs=pipeline.train.epochs,
                           flip_test=pipeline.callbacks.flip_test, metric_names=metric_names)
+    # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
+    # stops at the next step (not in the middle of an epoch's checkpoint, logs and backup).
     callback_list = [
+        cbs.StopOnNonFiniteLoss(pipeline.train.epochs, pipeline.train.steps_per_epoch),
+        stop_on_signal,
         pck,
-        cbs.BestNetworkCheckpoint(trainer.network, best_path, monitor=pck.monitor),
-        keras.callbacks.TensorBoard(str(logs), profile_batch=pipeline.callbacks.profile_batch),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
     ]
     if pipeline.callbacks.images_every:
         sample = next(iter(val_ds.take(1)))
-        callback_list.insert(1, cbs.TensorBoardImages(
+        callback_list.append(cbs.TensorBoardImages(
             sample, pose_writer, keypoint_set, every=pipeline.callbacks.images_every,
             max_images=pipeline.callbacks.num_images))
+    callback_list += [
+        cbs.BestNetworkCheckpoint(trainer.network, best_path, monitor=pck.monitor),
+        keras.callbacks.TensorBoard(str(run.logs),
+                                    profile_batch=pipeline.callbacks.profile_batch),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+    ]
     if pipeline.callbacks.early_stopping_patience:
         callback_list.append(keras.callbacks.EarlyStopping(
             pck.monitor, mode="max", patience=pipeline.callbacks.early_stopping_patience))
     # Last, so an epoch counts as done (and is not re-run on resume) only after its PCK,
-    # checkpoint and logs are written.
-    # Kept after fit (delete_checkpoint=False) until the final evaluation and export have
-    # succeeded: a run killed or failing after training resumes with no epoch left to train.
-    callback_list.append(cbs.AtomicBackupAndRestore(str(run.backup),
-                                                    delete_checkpoint=False))
+    # checkpoint and logs are written. Kept after fit (delete_checkpoint=False) until the
+    # final evaluation and export have succeeded: a run killed or failing after training
+    # resumes with no epoch left to train.
+    callback_list.append(cbs.AtomicBackupAndRestore(str(run.backup), delete_checkpoint=False))
+    return callback_list
 
-    # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
-    # stops at the next step (not in the middle of an epoch's checkpoint, logs and backup).
+
+def _fit(pipeline: Pipeline, trainer: PoseTrainer, data: _Datasets, run: RunLayout,
+         best_path: pathlib.Path, keypoint_set, metric_names: list[str], verbose) -> None:
+    """``fit`` with the run's callbacks; a stop (NaN loss, full disk, SIGTERM) becomes a
+    :class:`RunError` saying what was kept and how to resume."""
+    # One writer for everything under logs/pose: TensorBoard follows only the newest event
+    # file of a directory, so a second writer there would hide the first one's updates.
+    pose_writer = cbs.summary_writer(run.logs / "pose")
     stop_on_signal = cbs.StopOnSignal()
-    callback_list[:0] = [cbs.StopOnNonFiniteLoss(pipeline.train.epochs,
-                                                 pipeline.train.steps_per_epoch),
-                         stop_on_signal]
-
+    callback_list = _callbacks(pipeline, trainer, data.val, run, best_path, keypoint_set,
+                               metric_names, pose_writer, stop_on_signal)
     try:
-        trainer.fit(train_ds, epochs=pipeline.train.epochs,
+        trainer.fit(data.train, epochs=pipeline.train.epochs,
                     steps_per_epoch=pipeline.train.steps_per_epoch,
-                    validation_data=fit_val_ds, callbacks=callback_list, verbose=verbose,
+                    validation_data=data.fit_val, callbacks=callback_list, verbose=verbose,
                     shuffle=False)
     except cbs.NonFiniteLoss as error:
         _close_logs(callback_list)
@@ -558,30 +601,20 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
     finally:
         stop_on_signal.restore()
         pose_writer.close()
-    cascade_report = None
-    if cascading:
-        trainer, cascade_report = _train_cascade(pipeline, trainer, strategy, chief, run,
-                                                 best_path, keypoint_set, metric_names,
-                                                 verbose)
-        best_path = run.model
-    train_seconds = time.time() - started
-    summary = {
-        "pipeline": pipeline.name,
-        "model": pipeline.model.name,
-        "train_seconds": round(train_seconds, 1),
-        "run_dir": str(output_dir),
-        "tensorboard": f"tensorboard --logdir {output_dir.parent}",
-        "best_checkpoint": str(best_path),
-    }
-    if cascade_report is not None:
-        summary["cascade"] = cascade_report
 
-    # After training nothing may lose the run: the checkpoint, the final evaluation and the
-    # export each report their own failure, the others still run, and summary.json says
-    # what succeeded (and what failed, with how to finish by hand).
+
+def _publish(pipeline: Pipeline, trainer: PoseTrainer, val_ds, run: RunLayout,
+             best_path: pathlib.Path, chief: bool, keypoint_set, metric_names: list[str],
+             summary: dict, started: float) -> dict:
+    """After training: the best checkpoint's final evaluation and export, then summary.json.
+
+    Nothing here may lose the run: the checkpoint, the final evaluation and the export each
+    report their own failure, the others still run, and summary.json says what succeeded
+    (and what failed, with how to finish by hand).
+    """
     failures: dict[str, dict] = {}
-    evaluate_by_hand = _evaluate_command(pipeline, output_dir, metric_names)
-    export_by_hand = _export_command(pipeline, output_dir)
+    evaluate_by_hand = _evaluate_command(pipeline, run.root, metric_names)
+    export_by_hand = _export_command(pipeline, run.root)
     exporting = chief and pipeline.export.enabled
     # Score and export the best checkpoint, not the last epoch (neither runs without it).
     if _attempt(failures, "checkpoint", "loading the best checkpoint", run,
@@ -597,7 +630,7 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
             summary["evaluation"] = str(run.evaluation)
         if exporting:
             exported = _attempt(failures, "export", "the export", run,
-                                lambda: _export(pipeline, trainer, output_dir), export_by_hand)
+                                lambda: _export(pipeline, trainer, run.root), export_by_hand)
             if exported is not None:
                 summary["export"] = str(exported)
     if not failures:
