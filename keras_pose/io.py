@@ -112,3 +112,19 @@ def write_json_atomic(path: str | os.PathLike, value: Any, *, compact: bool = Fa
     else:
         text = json.dumps(_json_ready(value), indent=2, allow_nan=False) + "\n"
     return write_text_atomic(path, text)
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """The JSON value in ``path``; a missing file or bad JSON is an error naming the path.
+
+    Raises:
+        FileNotFoundError: ``"{what} not found: {path}"``.
+        ValueError: ``"{path}: not valid JSON: ..."``.
+    """
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None

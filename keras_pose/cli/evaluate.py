@@ -75,10 +75,9 @@ def metric_names(text: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import json
 
     from keras_pose import evaluate, metrics
-    from keras_pose.io import write_json_atomic
+    from keras_pose.io import read_json, write_json_atomic
     from keras_pose.keypoints import get_keypoint_set
     from keras_pose.visualize import draw_pck_chart, write_png
 
@@ -89,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         coco = evaluate.load_coco(args.annotations) if args.annotations else None
         if args.predictions:
             path = pathlib.Path(args.predictions)
-            try:
-                results = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise FileNotFoundError(f"results file not found: {path}") from None
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON: {error}") from None
+            results = read_json(path, "results file")
             if not isinstance(results, list) or not results:
                 raise ValueError(f"{path}: expected a non-empty JSON list of COCO results")
             keypoint_set = keypoint_set or evaluate.keypoint_set_for(coco)

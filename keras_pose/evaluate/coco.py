@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
-import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from keras_pose import metrics
+from keras_pose.io import read_json
 from keras_pose.keypoints import (
     KeypointSet,
     coord_to_index,
@@ -66,13 +65,7 @@ def load_coco(annotations):
         return annotations
     coco = COCO()
     if isinstance(annotations, (str, os.PathLike)):
-        path = pathlib.Path(annotations)
-        try:
-            dataset = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"COCO annotation file not found: {path}") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON: {error}") from None
+        dataset = read_json(annotations, "COCO annotation file")
     else:
         dataset = copy.deepcopy(dict(annotations))
     for key in ("images", "annotations", "categories"):
