@@ -18,6 +18,9 @@ COCO_SAMPLE = SHARED / "data" / "coco_sample"
 MPII_SAMPLE = SHARED / "data" / "mpii_sample"
 LSPET = SHARED / "data" / "lspet"
 
+# The serving tests' exported model and TF Serving test double (`base`, `server`).
+pytest_plugins = ["serving_fixtures"]
+
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
-import pathlib
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +19,6 @@ import pytest
 import tensorflow as tf
 
 from keras_pose import export, serving
-
-TESTS = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-from fake_model_server import FakeModelServer  # noqa: E402
-from tiny_pose import TinyHeatmapPose  # noqa: E402
 
 CHANNELS = ("saved_model", "rest", "grpc")
 MARGIN = export.DEFAULT_MARGIN
@@ -55,22 +48,8 @@ GOOD_BOX = np.array([[10.0, 20.0, 50.0, 80.0]], np.float32)
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    base = tmp_path_factory.mktemp("saved_models")
-    export.export_saved_model(TinyHeatmapPose(input_size=64, seed=1), name="pose", base=base,
-                              keypoint_set="coco17", update_config=False)
-    return base
-
-
-@pytest.fixture(scope="module")
 def loaded(base):
     return tf.saved_model.load(str(base / "pose" / "1"))
-
-
-@pytest.fixture(scope="module")
-def server(base):
-    with FakeModelServer({"pose": base / "pose"}) as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,13 @@ p50/p99 latency (run with ``-s`` to see them).
 from __future__ import annotations
 
 import os
-import pathlib
-import sys
 import threading
 import time
 
 import cv2
 import numpy as np
-import pytest
 
 from keras_pose import export, serving
-
-TESTS = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-from fake_model_server import FakeModelServer  # noqa: E402
-from tiny_pose import TinyHeatmapPose  # noqa: E402
 
 THREADS = 8
 PER_THREAD = 50
@@ -46,20 +38,6 @@ def _requests():
             box = np.array([[width * 0.1, height * 0.15, width * 0.6, height * 0.7]], np.float32)
         requests.append((image, box))
     return requests
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    base = tmp_path_factory.mktemp("saved_models")
-    export.export_saved_model(TinyHeatmapPose(input_size=64, seed=1), name="pose", base=base,
-                              keypoint_set="coco17", update_config=False)
-    return base
-
-
-@pytest.fixture(scope="module")
-def server(base):
-    with FakeModelServer({"pose": base / "pose"}) as fake:
-        yield fake
 
 
 def run_load(predict, requests, label):
