@@ -48,11 +48,16 @@ def _torch(name, label, precision=FLOAT32, **spec) -> Baseline:
     return Baseline(name, label, precision, ("torch",), {"runtime": "torch", **spec})
 
 
-INFER_BASELINES = (
+# PyTorch float32, eager and compiled: a baseline of both benchmarks.
+_TORCH_FLOAT32 = (
     _torch("torch-nchw", "PyTorch eager NCHW", layout="nchw"),
     _torch("torch-channels-last", "PyTorch eager channels_last", layout="channels_last"),
     _torch("torch-compile", "PyTorch torch.compile channels_last", layout="channels_last",
            compile=True),
+)
+
+INFER_BASELINES = (
+    *_TORCH_FLOAT32,
     Baseline("onnxruntime", "ONNX Runtime (torch.onnx.export)", FLOAT32,
              ("torch", "onnx", "onnxruntime"), {"runtime": "onnxruntime"}),
     Baseline("openvino-f32", "OpenVINO f32 hint", FLOAT32, ("torch", "openvino"),
@@ -62,10 +67,7 @@ INFER_BASELINES = (
 )
 
 TRAIN_BASELINES = (
-    _torch("torch-nchw", "PyTorch eager NCHW", layout="nchw"),
-    _torch("torch-channels-last", "PyTorch eager channels_last", layout="channels_last"),
-    _torch("torch-compile", "PyTorch torch.compile channels_last", layout="channels_last",
-           compile=True),
+    *_TORCH_FLOAT32,
     _torch("torch-bf16", "PyTorch eager bf16 autocast channels_last", BFLOAT16,
            layout="channels_last", autocast=True),
     _torch("torch-compile-bf16", "PyTorch torch.compile bf16 autocast channels_last", BFLOAT16,
