@@ -539,7 +539,8 @@ def load_pipeline(path: str | pathlib.Path | None, overrides: Iterable[str] = ()
     return pipeline_from_dict(data, source)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` as TOML (also what a ``--set section.key=VALUE`` override takes)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -547,9 +548,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return str(value)
 
 
@@ -565,7 +566,7 @@ def to_toml(pipeline: Pipeline) -> str:
         if prefix:
             lines.append(f"\n[{prefix}]")
         for key, value in scalars:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
         for key, value in tables:
             emit(value, f"{prefix}.{key}" if prefix else key)
 

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from keras_pose.keypoints import get_keypoint_set
-from keras_pose.pipeline import load_pipeline
+from keras_pose.pipeline import load_pipeline, toml_value
 from keras_pose.training.run import build_trainer, make_optimizer
 
 PIPELINES = sorted((pathlib.Path(__file__).parents[1] / "pipelines").glob("*.toml"))
@@ -35,9 +35,7 @@ def _overrides(path: pathlib.Path) -> list[str]:
     if pipeline.model.name in NARROW:
         options = {**pipeline.model.options, "num_features": NARROW[pipeline.model.name],
                    "num_stacks": min(pipeline.model.options.get("num_stacks", 1), MAX_STACKS)}
-        inline = ", ".join(f"{key} = {value!r}".replace("'", '"') for key, value in
-                           options.items())
-        values.append(f"model.options={{ {inline} }}")
+        values.append(f"model.options={toml_value(options)}")
     return values
 
 
