@@ -152,9 +152,10 @@ def test_nan_loss_stops_the_run_naming_step_and_output(tmp_path, synthetic_dir, 
     import numpy as np
     import tensorflow as tf
 
-    # Epoch 1 learns at 1e-3; from epoch 2 the step schedule multiplies it to 1e6.
+    # Epoch 1 learns at 1e-3; from epoch 2 the step schedule multiplies it to 1e27: with batch
+    # norms a rate of 1e6 could take more than one epoch to overflow, 1e27 overflows at once.
     pipeline = write_pipeline(tmp_path, synthetic_dir, epochs=3, steps=4, schedule="step",
-                              factor=1e9, export=True)
+                              factor=1e30, export=True)
     out = tmp_path / "run"
     assert train_main(pipeline, out) == 1
     err = capsys.readouterr().err
