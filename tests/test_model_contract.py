@@ -21,14 +21,14 @@ from keras_pose.models import build_model
 from keras_pose.models.base import COORDINATES, HEATMAPS
 from keras_pose.training.trainer import PoseTrainer
 
-KEYPOINTS = KeypointSet(name="contract4", names=("left_hand", "right_hand", "left_foot",
-                                                 "right_foot"),
-                        flip_pairs=((0, 1), (2, 3)), skeleton=((0, 2), (1, 3)), torso=(0, 3))
+# Two keypoints: Chained Prediction has a decoder per keypoint, and its graph sets the pace.
+KEYPOINTS = KeypointSet(name="contract2", names=("left_hand", "right_hand"),
+                        flip_pairs=((0, 1),), skeleton=((0, 1),), torso=(0, 1))
 K = KEYPOINTS.num_keypoints
 
 # (network, options, input side, the output names the network promises, its output kind).
 NETWORKS = {
-    "deeppose": (dict(num_stages=2, fc_units=16, dropout_rate=0.0, torso=(0, 3)), 64,
+    "deeppose": (dict(num_stages=2, fc_units=16, dropout_rate=0.0, torso=(0, 1)), 64,
                  ("stage_1", "stage_2"), COORDINATES),
     "chained_prediction": (dict(hidden_features=8), 32, ("heatmaps",), HEATMAPS),
     "stacked_hourglass": (dict(num_stacks=1, num_features=8, depth=1), 32, ("stack_1",),
