@@ -94,9 +94,6 @@ class HeatmapCodec:
         self.sigma = sigma or None
         self.refine = refine
 
-    def num_keypoints(self, output_shape) -> int:
-        return int(output_shape[-1])
-
     def encode(self, keypoints_input, visibility) -> tuple[Any, Any]:
         """Keypoints ``[B, K, 2]`` in input pixels -> (heatmaps ``[B, h, w, K]``, weights)."""
         weights = keypoint_weights(keypoints_input, visibility, self.input_size)
@@ -148,9 +145,6 @@ class CoordinateCodec:
 
     def __init__(self, input_size):
         self.input_size = size_pair(input_size)
-
-    def num_keypoints(self, output_shape) -> int:
-        return int(output_shape[-2])
 
     def encode(self, keypoints_input, visibility) -> tuple[Any, Any]:
         """Keypoints ``[B, K, 2]`` in input pixels -> (normalized coordinates, weights)."""

@@ -7,6 +7,7 @@ import ast
 import configparser
 import os
 import pathlib
+import runpy
 import shutil
 import subprocess
 import sys
@@ -50,13 +51,24 @@ def test_every_tool_is_a_wrapper_of_a_cli_main_with_a_console_script():
 
 
 @pytest.mark.parametrize("path", TOOLS, ids=[path.stem for path in TOOLS])
-def test_tool_wrapper_runs_its_main(path):
-    """``python tools/X.py --help``: the wrapper imports and runs its main (conftest.py puts this
-    checkout on the subprocess's PYTHONPATH)."""
+def test_tool_wrapper_runs_its_main(path, monkeypatch, capsys):
+    """``python tools/X.py --help``, in this process: the wrapper, run as ``__main__``, imports
+    and runs its main, which names the tool in its usage."""
+    monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exit_info.value.code in (0, None)
+    assert capsys.readouterr().out.startswith(f"usage: {path.name} ")
+
+
+def test_a_tool_runs_as_a_script():
+    """One wrapper as a user starts it (its own interpreter, tools/ first on sys.path; conftest.py
+    puts this checkout on the subprocess's PYTHONPATH)."""
+    path = REPO / "tools" / "predict.py"
     result = subprocess.run([sys.executable, str(path), "--help"], capture_output=True,
                             text=True, timeout=120, env=ENV, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith(f"usage: {path.name} ")
+    assert result.stdout.startswith("usage: predict.py ")
 
 
 def test_importing_the_cli_leaves_tensorflow_out():

@@ -15,8 +15,9 @@ from tiny_pose import TinyHeatmapPose
 from keras_pose import augment
 from keras_pose.data import coco as coco_lib
 from keras_pose.data import tfrecord
-from keras_pose.data.convert import MANIFEST_VERSION, convert_coco
+from keras_pose.data.convert import convert_coco
 from keras_pose.data.dataset import make_dataset
+from keras_pose.data.manifest import MANIFEST_VERSION, Manifest
 from keras_pose.keypoints import COCO17
 from keras_pose.pipeline import DataSection, load_pipeline
 from keras_pose.training import run
@@ -55,9 +56,9 @@ def test_converter_stores_the_context_and_exact_keypoints(sample_records):
     plain_dir, plain = sample_records["plain"]
     wide_dir, wide = sample_records["wide"]
     pad = math.ceil((CONTEXT - 1) * CROP / 2)  # 140.8 -> 141 pixels a side
-    assert wide["version"] == MANIFEST_VERSION
-    assert (wide["context"], wide["context_pad"], wide["stored_size"]) == (CONTEXT, pad, 538)
-    assert (plain["context"], plain["context_pad"], plain["stored_size"]) == (1.0, 0, CROP)
+    assert wide.version == MANIFEST_VERSION
+    assert (wide.context, wide.context_pad, wide.stored_size) == (CONTEXT, pad, 538)
+    assert (plain.context, plain.context_pad, plain.stored_size) == (1.0, 0, CROP)
     old, new, stored = _batch(plain_dir, False), _batch(wide_dir, False), _batch(wide_dir, True)
     assert old["annotation_id"].numpy().tolist() == new["annotation_id"].numpy().tolist()
     assert new["context_pad"].numpy().tolist() == [pad] * 12
@@ -225,19 +226,27 @@ def test_shipped_pipelines_store_the_context_their_augmentation_reaches(name):
 
 def _manifest(tmp_path, **values):
     path = tmp_path / "train.manifest.json"
-    path.write_text(json.dumps({"crop_size": 256, "margin": 1.25, "context": 1.0,
-                                "version": MANIFEST_VERSION, "source": {"sha256": "abc"},
-                                **values}))
+    _records_manifest(**values).write(path)
     return path
+
+
+def _records_manifest(**values) -> Manifest:
+    fields = dict(split="train", num_records=1, num_images=1, shards=("train-00000-of-00001",),
+                  records_per_shard=(1,), skipped={"count": 0, "reasons": {}, "messages": []},
+                  keypoint_set="coco17", num_keypoints=17, keypoint_names=("nose",) * 17,
+                  crop_size=256, margin=1.25, context=1.0, context_pad=0, stored_size=256,
+                  min_keypoints=1, jpeg_quality=95, seed=0, source={"sha256": "abc"},
+                  head_size={}, ground_truth={}, created="2026-01-01T00:00:00+00:00")
+    return Manifest(**{**fields, **values})
 
 
 def test_records_of_another_margin_or_crop_size_are_refused(tmp_path):
     data = DataSection(crop_size=256, margin=1.25)
     with pytest.raises(run.RunError, match=r"margin = 1\.5 .* \[data\] margin = 1\.25"):
-        run.check_records_crop({"crop_size": 256, "margin": 1.5}, data, "train_records")
+        run.check_records_crop(_records_manifest(margin=1.5), data, "train_records")
     with pytest.raises(run.RunError, match=r"crop_size = 128 .* \[data\] crop_size = 256"):
-        run.check_records_crop({"crop_size": 128, "margin": 1.25}, data, "val_records")
-    run.check_records_crop({"crop_size": 256, "margin": 1.25}, data, "train_records")
+        run.check_records_crop(_records_manifest(crop_size=128), data, "val_records")
+    run.check_records_crop(_records_manifest(), data, "train_records")
     # The cache rule reconverts records of another context.
     data = DataSection(crop_size=256, margin=1.25, context=2.1)
     assert run._reusable_manifest(_manifest(tmp_path), "abc", data) is None

@@ -107,12 +107,12 @@ def test_coco_sample_records_map_back_to_annotations(coco_sample, tmp_path):
     manifest, messages = run_convert(ann_path, coco_sample / "images", tmp_path / "out",
                                      shards=2, workers=2)
     assert messages == []
-    assert manifest["num_records"] == 12
-    assert sum(manifest["records_per_shard"]) == 12 and len(manifest["shards"]) == 2
-    assert manifest["skipped"]["count"] == 2
-    assert manifest["skipped"]["reasons"] == {"too_few_keypoints": 2}
-    assert manifest["keypoint_set"] == "coco17" and manifest["crop_size"] == 256
-    assert manifest["source"]["sha256"] == hashlib.sha256(ann_path.read_bytes()).hexdigest()
+    assert manifest.num_records == 12
+    assert sum(manifest.records_per_shard) == 12 and len(manifest.shards) == 2
+    assert manifest.skipped["count"] == 2
+    assert manifest.skipped["reasons"] == {"too_few_keypoints": 2}
+    assert manifest.keypoint_set == "coco17" and manifest.crop_size == 256
+    assert manifest.source["sha256"] == hashlib.sha256(ann_path.read_bytes()).hexdigest()
     assert sorted(os.listdir(tmp_path / "out")) == [
         "val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord", "val.manifest.json"]
 
@@ -157,7 +157,7 @@ def test_synthetic_dataset_converts_exactly(tmp_path):
                 if not a["iscrowd"] and sum(v > 0 for v in a["keypoints"][2::3]) >= 1}
     manifest, messages = run_convert(ann_path, ann_path.parent / "images", tmp_path / "out",
                                      crop_size=64)
-    assert messages == [] and manifest["num_records"] == len(expected) > 0
+    assert messages == [] and manifest.num_records == len(expected) > 0
     records = read_records(tmp_path / "out")
     assert sorted(records["annotation_id"].tolist()) == sorted(expected)
     for r, ann_id in enumerate(records["annotation_id"]):
@@ -218,7 +218,7 @@ def test_grayscale_and_png_images_are_converted_to_rgb(tmp_path):
         "gray.jpg": (80, 60, gray), "blue.png": (80, 60, blue_bgr)},
         [person(1, 1, (20, 10, 30, 40)), person(2, 2, (20, 10, 30, 40))])
     manifest, messages = run_convert(ann, images, tmp_path / "out")
-    assert messages == [] and manifest["num_records"] == 2
+    assert messages == [] and manifest.num_records == 2
     records = read_records(tmp_path / "out")
     order = {int(a): i for i, a in enumerate(records["annotation_id"])}
     np.testing.assert_allclose(_crop_centre_rgb(records, order[1]), [90, 90, 90], atol=2)
@@ -280,7 +280,7 @@ def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
     ann, images = write_coco(tmp_path, {"cmyk.jpg": (80, 64, cmyk_jpeg(ink))},
                              [person(1, 1, (2, 2, 30, 30)), person(2, 1, (45, 30, 30, 30))])
     manifest, messages = run_convert(ann, images, tmp_path / "out")
-    assert messages == [] and manifest["num_records"] == 2
+    assert messages == [] and manifest.num_records == 2
     records = read_records(tmp_path / "out")
     order = {int(a): i for i, a in enumerate(records["annotation_id"])}
     np.testing.assert_allclose(_crop_centre_rgb(records, order[1]), [255, 0, 0], atol=4)
@@ -308,7 +308,7 @@ def test_exif_rotated_jpeg_matches_annotation_frame(tmp_path):
     ann, images = write_coco(tmp_path, {"exif.jpg": (40, 64, jpeg)},
                              [person(1, 1, (24, 2, 14, 20), points={0: mark})])
     manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=64)
-    assert messages == [] and manifest["num_records"] == 1
+    assert messages == [] and manifest.num_records == 1
     records = read_records(tmp_path / "out")
     assert records["image_size"][0].tolist() == [64, 40]
     x, y = records["keypoints"][0][0]
@@ -365,12 +365,12 @@ def test_bad_input_is_skipped_with_a_message(tmp_path, case):
     images = {"ok.jpg": (80, 60, good_image()), **bad_images}
     ann, image_dir = write_coco(tmp_path, images, [person(1, 1, (10, 10, 30, 30)), bad_ann])
     manifest, messages = run_convert(ann, image_dir, tmp_path / "out")
-    assert manifest["num_records"] == 1
-    assert manifest["skipped"]["reasons"] == {reason: 1}
+    assert manifest.num_records == 1
+    assert manifest.skipped["reasons"] == {reason: 1}
     assert len(messages) == 1
     assert "annotation 7" in messages[0] or "image 2" in messages[0]
     assert text in messages[0], messages
-    assert manifest["skipped"]["messages"] == [messages[0].removeprefix("skipped: ")]
+    assert manifest.skipped["messages"] == [messages[0].removeprefix("skipped: ")]
     assert read_records(tmp_path / "out")["annotation_id"].tolist() == [1]
 
     with pytest.raises(ConversionError, match=reason) as error:
@@ -388,8 +388,8 @@ def test_min_keypoints_and_crowd_filters(tmp_path):
     manifest, messages = run_convert(ann, images, tmp_path / "out", min_keypoints=2,
                                      strict=True)
     assert messages == []  # filters are not bad input, not even with strict
-    assert manifest["num_records"] == 1 and manifest["min_keypoints"] == 2
-    assert manifest["skipped"]["reasons"] == {"iscrowd": 1, "too_few_keypoints": 2}
+    assert manifest.num_records == 1 and manifest.min_keypoints == 2
+    assert manifest.skipped["reasons"] == {"iscrowd": 1, "too_few_keypoints": 2}
 
 
 @pytest.mark.parametrize("content, text", [
@@ -469,7 +469,7 @@ def test_existing_split_needs_overwrite_and_is_replaced(tmp_path):
         run_convert(ann, images, out, shards=1)
     manifest, _ = run_convert(ann, images, out, shards=1, overwrite=True)
     assert sorted(os.listdir(out)) == ["val-00000-of-00001.tfrecord", "val.manifest.json"]
-    assert manifest["num_records"] == 3
+    assert manifest.num_records == 3
 
 
 @pytest.mark.parametrize("signum", [
@@ -515,7 +515,7 @@ def test_killed_cli_leaves_no_final_shard(tmp_path, signum):
         assert child.returncode == -signal.SIGKILL
         # A later run removes the dead run's temporary files and completes.
         manifest, _ = run_convert(ann, images, out, shards=2)
-        assert manifest["num_records"] == 6
+        assert manifest.num_records == 6
         assert sorted(os.listdir(out)) == ["val-00000-of-00002.tfrecord",
                                            "val-00001-of-00002.tfrecord", "val.manifest.json"]
 
@@ -554,7 +554,7 @@ def test_keypoints_within_half_a_pixel_of_the_image_are_kept(tmp_path):
         person(3, 1, (10, 10, 20, 20), points={0: (-1.5, 12)}),
     ])
     manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=32)
-    assert manifest["num_records"] == 1 and manifest["skipped"]["reasons"] == {
+    assert manifest.num_records == 1 and manifest.skipped["reasons"] == {
         "bad_keypoints": 2}
     assert any("keypoint 0 [81.0, 12.0] (pixel indices) lies outside" in m for m in messages)
     records = read_records(tmp_path / "out")
@@ -574,7 +574,7 @@ def test_mirror_symmetric_annotation_stays_symmetric_in_the_records(tmp_path):
                points={left: (30, 20), right: (width - 1 - 30, 20), 0: (39.5, 15)}),
     ])
     manifest, messages = run_convert(ann, images, tmp_path / "out", crop_size=64)
-    assert messages == [] and manifest["num_records"] == 1
+    assert messages == [] and manifest.num_records == 1
     records = read_records(tmp_path / "out")
     crop = records["keypoints"][0]
     assert crop[left, 0] + crop[right, 0] == pytest.approx(64.0, abs=1e-4)

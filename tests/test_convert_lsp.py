@@ -128,10 +128,10 @@ def blob_centroid(crop: np.ndarray, xy, radius: int = 6) -> np.ndarray:
 def test_lspet_records_round_trip_and_mask_unannotated_joints(tmp_path):
     joints, flags, mat, images = lspet_set(tmp_path)
     manifest, messages = convert(mat, images, tmp_path / "out")
-    assert messages == [] and manifest["num_records"] == 4
-    assert manifest["keypoint_set"] == "lsp14"
-    assert manifest["source"]["format"] == "lspet" and manifest["source"]["image_range"] is None
-    assert manifest["source"]["array_shape"] == [14, 3, 4]
+    assert messages == [] and manifest.num_records == 4
+    assert manifest.keypoint_set == "lsp14"
+    assert manifest.source["format"] == "lspet" and manifest.source["image_range"] is None
+    assert manifest.source["array_shape"] == [14, 3, 4]
     records = read_records(tmp_path / "out")
     assert records["annotation_id"].tolist() == [1, 2, 3, 4]
     assert [f.decode() for f in records["filename"]] == [f"im{i:05d}.jpg" for i in range(1, 5)]
@@ -173,8 +173,8 @@ def test_lsp_layout_inverted_flag_means_occluded_but_labeled(tmp_path):
     flags[1, [2, 9]] = 1  # ... 1 = occluded, still annotated
     mat, images = write_lsp(tmp_path, joints, flags, "lsp")
     manifest, _ = convert(mat, images, tmp_path / "out")
-    assert manifest["source"]["format"] == "lsp"
-    assert manifest["source"]["array_shape"] == [3, 14, 4]
+    assert manifest.source["format"] == "lsp"
+    assert manifest.source["array_shape"] == [3, 14, 4]
     records = read_records(tmp_path / "out")
     assert [f.decode() for f in records["filename"]] == [f"im{i:04d}.jpg" for i in range(1, 5)]
     np.testing.assert_array_equal(records["visibility"], np.where(flags == 1, 1, 2))
@@ -199,8 +199,8 @@ def test_layout_override_applies_the_other_release_flag_sense(tmp_path):
 def test_ground_truth_file_holds_the_converted_persons(tmp_path):
     joints, flags, mat, images = lspet_set(tmp_path)
     manifest, _ = convert(mat, images, tmp_path / "out", image_range="2-4")
-    assert manifest["ground_truth"]["path"] == "val.annotations.json"
-    assert "COCO's pixel indices" in manifest["ground_truth"]["coordinates"]
+    assert manifest.ground_truth["path"] == "val.annotations.json"
+    assert "COCO's pixel indices" in manifest.ground_truth["coordinates"]
     truth = json.loads((tmp_path / "out" / "val.annotations.json").read_text())
     assert [i["id"] for i in truth["images"]] == [2, 3, 4]
     assert [(i["width"], i["height"]) for i in truth["images"]] == SIZES[1:]
@@ -223,7 +223,7 @@ def test_ground_truth_file_holds_the_converted_persons(tmp_path):
 def test_ranges_select_images(tmp_path):
     _, _, mat, images = lspet_set(tmp_path)
     manifest, _ = convert(mat, images, tmp_path / "out", split="train", image_range="1-3")
-    assert manifest["source"]["image_range"] == [1, 3]
+    assert manifest.source["image_range"] == [1, 3]
     assert read_records(tmp_path / "out", "train")["image_id"].tolist() == [1, 2, 3]
     manifest, _ = convert(mat, images, tmp_path / "out", image_range=(4, 4))
     records = read_records(tmp_path / "out")
@@ -288,8 +288,8 @@ def test_bad_mat_is_an_error_naming_the_file_and_problem(tmp_path, case, capsys)
 def test_missing_image_is_skipped_or_fatal_with_strict(tmp_path, capsys):
     _, _, mat, images = lspet_set(tmp_path, skip_images=(3,))
     manifest, messages = convert(mat, images, tmp_path / "out")
-    assert manifest["num_records"] == 3
-    assert manifest["skipped"]["reasons"] == {"missing_image": 1}
+    assert manifest.num_records == 3
+    assert manifest.skipped["reasons"] == {"missing_image": 1}
     assert len(messages) == 1 and "im00003.jpg" in messages[0]
     assert "image file not found" in messages[0]
 

@@ -59,10 +59,10 @@ def test_mpii_sample_records_use_the_minus_half_convention(mpii_sample, tmp_path
     entries = json.loads((mpii_sample / "annotations.json").read_text())
     manifest, messages = convert(mpii_sample / "annotations.json", mpii_sample / "images",
                                  tmp_path / "out")
-    assert messages == [] and manifest["num_records"] == len(entries) == 5
-    assert manifest["keypoint_set"] == "mpii16" and manifest["source"]["format"] == "mpii"
-    assert manifest["head_size"]["source"] == "keypoints"
-    assert "upper_neck to head_top" in manifest["head_size"]["description"]
+    assert messages == [] and manifest.num_records == len(entries) == 5
+    assert manifest.keypoint_set == "mpii16" and manifest.source["format"] == "mpii"
+    assert manifest.head_size["source"] == "keypoints"
+    assert "upper_neck to head_top" in manifest.head_size["description"]
     records = read_records(tmp_path / "out")
     assert records["annotation_id"].tolist() == [1, 2, 3, 4, 5]
     for r, entry in enumerate(entries):

@@ -146,9 +146,9 @@ def test_missing_or_empty_glob_names_the_pattern(tmp_path, shards):
 
 def test_read_manifest_from_glob_dir_or_path(shards, tmp_path):
     by_glob = read_manifest(str(shards / "train-*.tfrecord"))
-    assert by_glob["num_records"] == NUM_IMAGES * PERSONS_PER_IMAGE
-    assert by_glob["crop_size"] == CROP and by_glob["keypoint_set"] == "coco17"
-    assert by_glob["num_shards"] == SHARDS
+    assert by_glob.num_records == NUM_IMAGES * PERSONS_PER_IMAGE
+    assert by_glob.crop_size == CROP and by_glob.keypoint_set == "coco17"
+    assert by_glob.num_shards == SHARDS
     assert read_manifest(str(shards)) == by_glob
     assert read_manifest(str(shards / "train.manifest.json")) == by_glob
     lonely = tmp_path / "lonely"
@@ -158,4 +158,4 @@ def test_read_manifest_from_glob_dir_or_path(shards, tmp_path):
         read_manifest(str(lonely / "val-*.tfrecord"))
     with pytest.raises(FileNotFoundError, match="No \\*.manifest.json"):
         read_manifest(str(lonely))
-    assert os.path.basename(by_glob["manifest_path"]) == "train.manifest.json"
+    assert os.path.basename(by_glob.path) == "train.manifest.json"

@@ -190,7 +190,7 @@ def test_predict_records_maps_input_to_image_pixels(records, constant_run):
     dataset = make_dataset(pattern, batch_size=4, num_keypoints=17, training=False,
                            deterministic=True)
     predictions = evaluate.predict_records(model, dataset, keypoint_set=COCO17)
-    assert predictions["keypoints"].shape == (manifest["num_records"], 17, 2)
+    assert predictions["keypoints"].shape == (manifest.num_records, 17, 2)
     crop_boxes = np.concatenate([np.asarray(b["crop_box"]) for b in dataset])
     np.testing.assert_allclose(predictions["keypoints"],
                                _expected_image_points(offsets, crop_boxes), atol=1e-3)
@@ -217,7 +217,7 @@ def test_evaluate_cli_with_a_model_and_a_saved_model(records, constant_run, coco
                           str(annotations), "--output", str(out), "--batch-size", "3"]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     results = json.loads((out / "results.json").read_text())
-    assert len(results) == manifest["num_records"] == report["metrics"]["num_persons"]
+    assert len(results) == manifest.num_records == report["metrics"]["num_persons"]
     assert report["coco"]["num_results"] == len(results)
     assert 0.0 <= report["coco"]["AP"] < 0.5  # a constant pose is a poor pose
     assert (out / "pck_per_keypoint.png").exists()
@@ -336,7 +336,7 @@ def test_evaluate_cli_metrics_option_with_a_heatmap_model(records, heatmap_model
     report = json.loads((out / "evaluation.json").read_text())["metrics"]
     names = ["pck_torso@0.2", "poster_acc@0.5", "pck_bbox@0.1", "poster_acc@3.0"]
     assert report["metrics"] == names and set(report["per_keypoint"]) == set(names)
-    assert report["num_scored"]["poster_acc@0.5"] == manifest["num_records"]
+    assert report["num_scored"]["poster_acc@0.5"] == manifest.num_records
     # An untrained network is rarely within half a unit; three units give a spread of values.
     for threshold in (0.5, 3.0):
         reference = _reference_poster_accuracy(model, pattern, threshold)

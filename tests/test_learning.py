@@ -44,7 +44,7 @@ def test_overfits_real_coco_persons(tmp_path, coco_sample):
         images=coco_sample / "images", output=records, split="sample", crop_size=128,
         workers=0, progress=False)
     glob = str(records / "sample-*.tfrecord")
-    count = manifest["num_records"]
+    count = manifest.num_records
     pipeline = load_pipeline(None, [
         'name="overfit"', *QUICKSTART_MODEL, f'data.train_records="{glob}"',
         f'data.val_records="{glob}"', "data.crop_size=128", "augment.enabled=false",

@@ -1,5 +1,6 @@
-"""Behaviour of the four networks on small configurations: gradients, .keras round trips,
-Chained Prediction's two paths, DeepPose's in-graph crops, mixed precision, custom layers."""
+"""Behaviour of the four networks on small configurations: gradients, weights files,
+Chained Prediction's two paths, DeepPose's in-graph crops, mixed precision, custom layers.
+(The contract every network keeps, .keras round trips included, is test_model_contract.py's.)"""
 
 from __future__ import annotations
 
@@ -76,24 +77,6 @@ def test_every_trainable_weight_gets_a_gradient(key):
     dead = [w.path for w, g in zip(model.trainable_weights, gradients)
             if g is None or not np.any(keras.ops.convert_to_numpy(g) != 0)]
     assert not dead, f"weights without gradient: {dead}"
-
-
-@pytest.mark.parametrize("key", ["hourglass_newell", "rsh", "chained_softmax",
-                                 "deeppose_alexnet"])
-def test_keras_round_trip_gives_identical_outputs(key, tmp_path):
-    model = small_model(key)
-    images = random_images(model)
-    before = as_list(model(images, training=False))
-    path = tmp_path / f"{key}.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
-    assert loaded.output_spec == model.output_spec
-    after = as_list(loaded(images, training=False))
-    assert len(before) == len(after) == len(model.output_spec.output_names)
-    for a, b in zip(before, after):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_build_with_weights_file(tmp_path):

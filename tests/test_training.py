@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 
 from keras_pose.cli import train_main
@@ -63,10 +67,25 @@ def write_pipeline(tmp_path, name="tiny", epochs=2, steps=3, export=False) -> pa
     return path
 
 
-def run_train(args, cwd, timeout=600, **kwargs):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+@dataclasses.dataclass
+class TrainResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_train(args, cwd) -> TrainResult:
+    """``tools/train.py ARGS`` run in ``cwd`` in this process (a subprocess would import
+    TensorFlow again: seconds), its exit status and printed output captured."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(stdout), \
+                contextlib.redirect_stderr(stderr):
+            status = train_main([str(a) for a in args])
+    finally:
+        # A run sets its pipeline's dtype policy globally; the next test expects the default.
+        keras.mixed_precision.set_global_policy("float32")
+    return TrainResult(status, stdout.getvalue(), stderr.getvalue())
 
 
 def event_tags(log_dir: pathlib.Path) -> dict[str, set[str]]:

@@ -137,15 +137,15 @@ def run(args: argparse.Namespace) -> int:
                   f"({args.synthetic_images} images of 640x480) ...", flush=True)
             records = _make_temporary_records(tmp, args.synthetic_images, args.context)
         manifest = read_manifest(records)
-        shard_bytes = sum(os.path.getsize(os.path.join(os.path.dirname(
-            manifest["manifest_path"]), name)) for name in manifest["shards"])
-        bytes_per_record = shard_bytes / max(1, manifest["num_records"])
-        images_dir = args.images or manifest["source"]["images"]
-        num_keypoints = int(manifest["num_keypoints"])
+        shard_bytes = sum(os.path.getsize(os.path.join(manifest.directory, name))
+                          for name in manifest.shards)
+        bytes_per_record = shard_bytes / max(1, manifest.num_records)
+        images_dir = args.images or manifest.source["images"]
+        num_keypoints = manifest.num_keypoints
         samples = _loader_samples(records, images_dir, num_keypoints, args.heatmap_size)
-        stored = manifest.get("stored_size", manifest["crop_size"])
-        print(f"{len(samples)} records ({manifest['crop_size']} px crops stored as {stored} px "
-              f"with context {manifest.get('context', 1.0):g}, {bytes_per_record / 1024:,.1f} "
+        print(f"{len(samples)} records ({manifest.crop_size} px crops stored as "
+              f"{manifest.stored_size} px with context {manifest.context:g}, "
+              f"{bytes_per_record / 1024:,.1f} "
               f"KiB per record, {num_keypoints} keypoints) from {records}", flush=True)
 
         # keras-pose reader, as the trainer uses it.

@@ -40,6 +40,8 @@ import os
 import signal
 import sys
 
+from keras_pose.data.manifest import Manifest
+
 COCO_USAGE = """Convert COCO keypoint annotations and images into TFRecord shards of person crops.
 
 Writes OUT/NAME-00000-of-0000N.tfrecord ... (one record per person with iscrowd=0 and at least
@@ -181,13 +183,13 @@ def _convert(args: argparse.Namespace) -> dict:
                                image_range=args.range, layout=args.layout, **options)
 
 
-def _summary(manifest: dict, args: argparse.Namespace) -> str:
-    skipped = manifest["skipped"]
+def _summary(manifest: Manifest, args: argparse.Namespace) -> str:
+    skipped = manifest.skipped
     reasons = ", ".join(f"{k}: {v}" for k, v in skipped["reasons"].items()) or "none"
     return (
-        f"wrote {manifest['num_records']} records from {manifest['num_images']} images to "
-        f"{manifest['num_shards']} shard(s) in {args.output} "
-        f"(keypoint set {manifest['keypoint_set']}, crop {manifest['crop_size']} px); "
+        f"wrote {manifest.num_records} records from {manifest.num_images} images to "
+        f"{manifest.num_shards} shard(s) in {args.output} "
+        f"(keypoint set {manifest.keypoint_set}, crop {manifest.crop_size} px); "
         f"skipped {skipped['count']} ({reasons})"
     )
 
@@ -232,10 +234,10 @@ def main(argv: list[str] | None = None, prog: str = "convert.py", coco_only: boo
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    layout = manifest["source"].get("layout")
+    layout = manifest.source.get("layout")
     if layout and args.layout == "auto" and layout != args.format:
         print(f"note: {args.joints} has the {layout.upper()} layout "
-              f"{tuple(manifest['source']['array_shape'])}; it was read as {layout.upper()} "
+              f"{tuple(manifest.source['array_shape'])}; it was read as {layout.upper()} "
               f"(--layout forces a release's flag sense)", file=sys.stderr)
     print(_summary(manifest, args))
     return 0

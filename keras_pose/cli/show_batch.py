@@ -75,11 +75,11 @@ def _keypoint_set(args):
     try:
         manifest = read_manifest(args.records)
     except (FileNotFoundError, ValueError):
-        manifest = {}
-    recorded = manifest.get("keypoint_set")
+        manifest = None
+    recorded = manifest.keypoint_set if manifest else None
     if args.keypoint_set and recorded and args.keypoint_set != recorded:
         raise ValueError(f"--keypoint-set {args.keypoint_set} does not match the records' "
-                         f"keypoint set {recorded!r} ({manifest.get('manifest_path')})")
+                         f"keypoint set {recorded!r} ({manifest.path})")
     return get_keypoint_set(args.keypoint_set or recorded or "coco17")
 
 

@@ -30,6 +30,7 @@ without a manifest (killed while renaming) as an incomplete split.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import errno
 import inspect
@@ -51,15 +52,9 @@ from keras_pose.data import coco as coco_lib
 from keras_pose.data import lsp as lsp_lib
 from keras_pose.data import mpii as mpii_lib
 from keras_pose.data import source as source_lib
+from keras_pose.data.manifest import Manifest, manifest_name
 from keras_pose.data.source import AnnotationFormatError, PersonSource
 
-MANIFEST_FORMAT = "keras_pose.person_tfrecord"
-# 2: ``source.format``, ``source.image_range``, ``head_size`` and ``ground_truth`` entries.
-# 3: COCO-format keypoints are read as pixel indices (+0.5): records of version 2 made from
-#    COCO files sit half a pixel off, so caches must not reuse them.
-# 4: records store ``context`` around the crop (``image/context_pad``); the manifest says how
-#    much (``context``, ``context_pad``, ``stored_size``).
-MANIFEST_VERSION = 4
 # Records per shard when ``shards`` is not given: ~50-100 MB shards at 256 px, enough shards for
 # tf.distribute to split a COCO-sized set by file.
 AUTO_RECORDS_PER_SHARD = 2048
@@ -73,10 +68,6 @@ class ConversionError(ValueError):
 def shard_name(split: str, index: int, num_shards: int) -> str:
     """``NAME-00000-of-00008.tfrecord``."""
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def manifest_name(split: str) -> str:
-    return f"{split}.manifest.json"
 
 
 def ground_truth_name(split: str) -> str:
@@ -408,32 +399,30 @@ def _head_size_entry(source: PersonSource) -> dict:
 
 
 def _manifest(source: PersonSource, split: str, written: list[dict], counts: list[int],
-              finals: list[str], skips: Counter, messages: list[str], options: dict) -> dict:
+              finals: list[str], skips: Counter, messages: list[str], options: dict
+              ) -> Manifest:
     if source.ground_truth:
         ground_truth = {"path": ground_truth_name(split),
                         "coordinates": source_lib.INDEX_CONVENTION}
     else:
         ground_truth = {"path": os.path.abspath(source.path),
                         "coordinates": source_lib.INDEX_CONVENTION}
-    return {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "split": split,
-        "num_records": len(written),
-        "num_images": len({w["image_id"] for w in written}),
-        "num_shards": len(finals),
-        "shards": [os.path.basename(f) for f in finals],
-        "records_per_shard": counts,
-        "skipped": {
+    return Manifest(
+        split=split,
+        num_records=len(written),
+        num_images=len({w["image_id"] for w in written}),
+        shards=tuple(os.path.basename(f) for f in finals),
+        records_per_shard=tuple(counts),
+        skipped={
             "count": int(sum(skips.values())),
             "reasons": {k: int(v) for k, v in sorted(skips.items())},
             "messages": messages,
         },
-        "keypoint_set": source.keypoint_set.name,
-        "num_keypoints": source.keypoint_set.num_keypoints,
-        "keypoint_names": list(source.keypoint_set.names),
+        keypoint_set=source.keypoint_set.name,
+        num_keypoints=source.keypoint_set.num_keypoints,
+        keypoint_names=tuple(source.keypoint_set.names),
         **options,
-        "source": {
+        source={
             "format": source.format,
             "annotations": os.path.abspath(source.path),
             "sha256": source.sha256,
@@ -441,27 +430,29 @@ def _manifest(source: PersonSource, split: str, written: list[dict], counts: lis
             "image_range": None,
             **source.details,
         },
-        "head_size": _head_size_entry(source),
-        "ground_truth": ground_truth,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+        head_size=_head_size_entry(source),
+        ground_truth=ground_truth,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _publish(output: str, split: str, temps: list[str], finals: list[str],
-             ground_truth: dict | None, manifest: dict) -> None:
+             ground_truth: dict | None, manifest: Manifest) -> None:
     # The ground truth and the manifest are written to temporary files first, while the old
     # split is still whole: a disk that fills up there leaves the old split as it was.
     # Then old split files go (manifest first of all: a manifest names a complete split),
     # the new shards and ground truth appear (renames need no space), then the new manifest.
     pending = list(zip(temps, finals))
-    extra = [(ground_truth_name(split), ground_truth), (manifest_name(split), manifest)]
-    for name, value in extra:
-        if value is None:
+    truth_text = None if ground_truth is None else json.dumps(
+        io_lib._json_ready(ground_truth), indent=2, allow_nan=False) + "\n"
+    extra = [(ground_truth_name(split), truth_text), (manifest_name(split), manifest.to_json())]
+    for name, text in extra:
+        if text is None:
             continue
         final = os.path.join(output, name)
         temp = os.path.join(output, _temp_name(name))
         temps.append(temp)  # removed by the caller if anything fails
-        _write_json_file(temp, final, value)
+        _write_json_file(temp, final, text)
         pending.append((temp, final))
     for name in sorted(_existing_split_files(output, split), key=lambda n: "manifest" not in n):
         path = os.path.join(output, name)
@@ -471,10 +462,9 @@ def _publish(output: str, split: str, temps: list[str], finals: list[str],
         os.replace(temp, final)
 
 
-def _write_json_file(temp: str, final: str, value: dict) -> None:
-    """``value`` as indented JSON into ``temp`` (later renamed to ``final``), synced; an error
-    names ``final``."""
-    text = json.dumps(io_lib._json_ready(value), indent=2, allow_nan=False) + "\n"
+def _write_json_file(temp: str, final: str, text: str) -> None:
+    """JSON ``text`` into ``temp`` (later renamed to ``final``), synced; an error names
+    ``final``."""
     try:
         with open(temp, "w", encoding="utf-8") as file:
             file.write(text)
@@ -501,7 +491,7 @@ def convert_source(
     progress: bool = True,
     log=None,
     context: float = 1.0,
-) -> dict:
+) -> Manifest:
     """Convert a dataset in memory into TFRecord shards of person crops (the converter core).
 
     One record per person of the keypoint category with ``iscrowd=0`` and at least
@@ -532,7 +522,7 @@ def convert_source(
             1 = the crop alone.
 
     Returns:
-        The manifest dict (also written to ``output/split.manifest.json``).
+        The :class:`Manifest` (also written to ``output/split.manifest.json``).
 
     Raises:
         ConversionError: missing images folder, existing output, bad input with ``strict``,
@@ -574,7 +564,7 @@ def convert_source(
         manifest = _manifest(source, split, written, counts, finals, skips, messages, options)
         ground_truth = _ground_truth(source, written, split) if source.ground_truth else None
         _publish(output, split, temps, finals, ground_truth, manifest)
-        return manifest
+        return dataclasses.replace(manifest, path=os.path.join(output, manifest_name(split)))
     finally:
         for temp in temps:
             if os.path.exists(temp):
@@ -620,7 +610,7 @@ def convert_coco(
     progress: bool = True,
     log=None,
     context: float = 1.0,
-) -> dict:
+) -> Manifest:
     """Convert COCO keypoint annotations into TFRecord shards of person crops.
 
     COCO keypoints are read as pixel indices (``+0.5`` into the continuous convention of the
@@ -634,7 +624,7 @@ def convert_coco(
         seed, overwrite, progress, log, context: as :func:`convert_source`.
 
     Returns:
-        The manifest dict (also written to ``output/split.manifest.json``).
+        The :class:`Manifest` (also written to ``output/split.manifest.json``).
 
     Raises:
         ConversionError: invalid input file, existing output, bad input with ``strict``, or no
@@ -663,7 +653,7 @@ def convert_lsp(
     image_range: str | tuple[int, int] | None = None,
     layout: str = "auto",
     **options: Any,
-) -> dict:
+) -> Manifest:
     """Convert an LSP or LSPET ``joints.mat`` and its images into TFRecord shards.
 
     Args:
@@ -678,7 +668,7 @@ def convert_lsp(
             ``log``, ``context``: as :func:`convert_source`.
 
     Returns:
-        The manifest dict; ``OUT/SPLIT.annotations.json`` holds the ground truth.
+        The :class:`Manifest`; ``OUT/SPLIT.annotations.json`` holds the ground truth.
 
     Raises:
         ConversionError: a bad ``joints.mat`` (named, with the problem), a range past its
@@ -698,7 +688,7 @@ def convert_mpii(
     head_boxes: str | os.PathLike | None = None,
     image_range: str | tuple[int, int] | None = None,
     **options: Any,
-) -> dict:
+) -> Manifest:
     """Convert MPII annotations (the common JSON layout) and images into TFRecord shards.
 
     Args:
@@ -712,7 +702,7 @@ def convert_mpii(
         **options: as for :func:`convert_lsp`.
 
     Returns:
-        The manifest dict; ``OUT/SPLIT.annotations.json`` holds the ground truth.
+        The :class:`Manifest`; ``OUT/SPLIT.annotations.json`` holds the ground truth.
 
     Raises:
         ConversionError: a bad JSON or head-box file (named, with the problem), existing

@@ -14,7 +14,6 @@ Reading starts from a list of files, so ``tf.distribute`` auto-shards it by file
 from __future__ import annotations
 
 import glob as glob_lib
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from keras_pose.data import tfrecord
+from keras_pose.data.manifest import Manifest, manifest_name
 
 _SHARD_RE = re.compile(r"(?P<split>.+)-\d{5}-of-\d{5}\.tfrecord")
 
@@ -174,7 +174,7 @@ def make_dataset(
     return dataset.with_options(options)
 
 
-def read_manifest(glob_or_dir: str | os.PathLike) -> dict:
+def read_manifest(glob_or_dir: str | os.PathLike) -> Manifest:
     """Read the manifest of a split from its shard glob, its directory or its path.
 
     Args:
@@ -182,11 +182,13 @@ def read_manifest(glob_or_dir: str | os.PathLike) -> dict:
             names), ``OUT`` (must hold exactly one ``*.manifest.json``), or the manifest path.
 
     Returns:
-        The manifest dict, with ``manifest_path`` added.
+        The :class:`Manifest`, its ``path`` the file read.
 
     Raises:
         FileNotFoundError: no manifest found; the message says where it looked.
-        ValueError: several manifests in a directory, or shards of several splits.
+        ValueError: several manifests in a directory, or shards of several splits;
+            ``ManifestError`` (a ``ValueError``) for a file that is not a readable manifest,
+            naming the file and the field.
     """
     target = os.fspath(glob_or_dir)
     if target.endswith(".manifest.json") and os.path.isfile(target):
@@ -217,18 +219,10 @@ def read_manifest(glob_or_dir: str | os.PathLike) -> dict:
             raise ValueError(f"Pattern {target!r} matches shards of several splits: "
                              f"{sorted(s for _, s in splits)}")
         directory, split = splits.pop()
-        path = os.path.join(directory, f"{split}.manifest.json")
+        path = os.path.join(directory, manifest_name(split))
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Manifest {path!r} for shards {target!r} not found (the converter writes it "
                 "last; an interrupted conversion has none)"
             )
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"Manifest {path!r} is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict) or "crop_size" not in manifest:
-        raise ValueError(f"{path!r} is not a keras-pose manifest (no 'crop_size')")
-    manifest["manifest_path"] = path
-    return manifest
+    return Manifest.from_json(path)

@@ -250,7 +250,7 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
     if keypoint_set is None:
         try:
             manifest = dataset_lib.read_manifest(records)
-            keypoint_set = KEYPOINT_SETS.get(manifest.get("keypoint_set"))
+            keypoint_set = KEYPOINT_SETS.get(manifest.keypoint_set)
         except (FileNotFoundError, ValueError):
             pass
     if keypoint_set is None and coco is not None:

@@ -57,6 +57,10 @@ class OutputSpec:
     loss: str
     output_names: tuple[str, ...]
 
+    def num_keypoints(self, output_shape) -> int:
+        """K of an output of this spec: heatmaps are [B, h, w, K], coordinates [B, K, 2]."""
+        return int(output_shape[-1] if self.kind == HEATMAPS else output_shape[-2])
+
 
 class PoseModel(keras.Model):
     """Base class of the keras-pose networks: a functional model plus its :class:`OutputSpec`.
@@ -71,11 +75,7 @@ class PoseModel(keras.Model):
 
     @property
     def num_keypoints(self) -> int:
-        # Imported here: the codecs read this module's OutputSpec vocabulary.
-        from keras_pose.codecs import codec_for
-
-        codec = codec_for(self._output_spec, self.input_size)
-        return codec.num_keypoints(self.outputs[-1].shape)
+        return self._output_spec.num_keypoints(self.outputs[-1].shape)
 
     @property
     def input_size(self) -> tuple[int, int]:

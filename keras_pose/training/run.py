@@ -20,6 +20,7 @@ from keras_pose import augment, evaluate, export, metrics
 from keras_pose.data import convert as converter
 from keras_pose.data import dataset as reader
 from keras_pose.data import synthetic
+from keras_pose.data.manifest import MANIFEST_VERSION, Manifest, ManifestError, manifest_name
 from keras_pose.data.source import parse_range
 from keras_pose.io import write_json_atomic, write_text_atomic
 from keras_pose.keypoints import get_keypoint_set
@@ -101,7 +102,7 @@ def prepare_synthetic_data(pipeline: Pipeline) -> Pipeline:
     splits = synthetic.make_splits(root, syn.num_train_images, syn.num_val_images, syn.seed,
                                    image_size=syn.image_size)
     for split, split_annotations in splits.items():
-        if _reusable_manifest(records / converter.manifest_name(split),
+        if _reusable_manifest(records / manifest_name(split),
                               _file_sha256(split_annotations), data):
             continue
         print(f"Converting the synthetic {split} split to TFRecords in {records} ...",
@@ -155,30 +156,33 @@ def _file_sha256(path: pathlib.Path | None) -> str | None:
 
 
 def _reusable_manifest(manifest_path: pathlib.Path, sha256: str | None,
-                       data: DataSection) -> dict | None:
+                       data: DataSection) -> Manifest | None:
     """The existing manifest if this converter version made it from a file of this SHA-256
     with ``[data]``'s crop size, margin and context (the cache rule of both data-preparation
-    steps)."""
+    steps); ``None`` also for an unreadable one (converted again)."""
     if not manifest_path.exists():
         return None
-    previous = json.loads(manifest_path.read_text())
+    try:
+        previous = Manifest.from_json(manifest_path)
+    except ManifestError:
+        return None
     same = (
         # Another converter version may use another pixel convention.
-        previous.get("version") == converter.MANIFEST_VERSION
-        and previous.get("source", {}).get("sha256") == sha256
-        and (previous.get("crop_size"), previous.get("margin"), previous.get("context"))
+        previous.version == MANIFEST_VERSION
+        and previous.source.get("sha256") == sha256
+        and (previous.crop_size, previous.margin, previous.context)
         == (data.crop_size, data.margin, data.context)
     )
     return previous if same else None
 
 
 def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSection,
-                     data: DataSection) -> dict | None:
+                     data: DataSection) -> Manifest | None:
     """The existing manifest if it was made from the same files, range, layout and crop."""
     previous = _reusable_manifest(manifest_path, _file_sha256(job["annotations"]), data)
     if previous is None:
         return None
-    made = previous["source"]
+    made = previous.source
     expected_range = list(job["image_range"]) if job["image_range"] else None
     same = (
         made.get("image_range") == expected_range
@@ -189,7 +193,7 @@ def _cached_manifest(manifest_path: pathlib.Path, job: dict, source: SourceSecti
 
 
 def _convert_source_split(source: SourceSection, job: dict, records: pathlib.Path, split: str,
-                          data: DataSection) -> dict:
+                          data: DataSection) -> Manifest:
     options = {"output": records, "split": split, "crop_size": data.crop_size,
                "margin": data.margin, "context": data.context,
                "workers": source.workers or None, "overwrite": True}
@@ -229,7 +233,7 @@ def prepare_source_data(pipeline: Pipeline) -> Pipeline:
     manifests = {}
     for split in ("train", "val"):
         job = _source_split(source, split)
-        manifest = _cached_manifest(records / converter.manifest_name(split), job, source, data)
+        manifest = _cached_manifest(records / manifest_name(split), job, source, data)
         if manifest is None:
             span = job["image_range"]
             print(f"Converting the {source.format} {split} split"
@@ -242,7 +246,7 @@ def prepare_source_data(pipeline: Pipeline) -> Pipeline:
         manifests[split] = manifest
     changes = {"train_records": str(records / "train-*.tfrecord"),
                "val_records": str(records / "val-*.tfrecord"),
-               "keypoint_set": manifests["train"]["keypoint_set"]}
+               "keypoint_set": manifests["train"].keypoint_set}
     if source.format == "coco":
         changes["val_annotations"] = str(_source_split(source, "val")["annotations"])
     else:
@@ -336,7 +340,7 @@ def _dataset(pipeline: Pipeline, pattern: str, training: bool, num_keypoints: in
     if not training:
         # Declare the length (from the manifest): Keras otherwise warns "Your input ran out of
         # data; interrupting training" the first time a validation pass ends.
-        records = read_records_manifest(pattern, "val_records")["num_records"]
+        records = read_records_manifest(pattern, "val_records").num_records
         batch = pipeline.train.batch_size
         batches = records // batch if drop_remainder else -(-records // batch)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
@@ -368,7 +372,7 @@ def _check_records(pattern: str, role: str) -> None:
         raise RunError(f"[data] {role} = {pattern!r} matches no file")
 
 
-def read_records_manifest(pattern: str, role: str) -> dict:
+def read_records_manifest(pattern: str, role: str) -> Manifest:
     """The manifest beside a ``[data]`` records glob; a :class:`RunError` when it is missing.
 
     A run needs it: it checks the records' keypoint set against ``[data] keypoint_set`` and
@@ -393,7 +397,7 @@ def read_records_manifest(pattern: str, role: str) -> dict:
         raise RunError(f"[data] {role} = {pattern!r}: {error}") from None
 
 
-def check_records_crop(manifest: dict, data: DataSection, role: str) -> None:
+def check_records_crop(manifest: Manifest, data: DataSection, role: str) -> None:
     """Refuse records cut with another crop size or margin than ``[data]`` says.
 
     The network learns the records' crop (``margin`` x the box, ``crop_size`` pixels) and the
@@ -402,14 +406,14 @@ def check_records_crop(manifest: dict, data: DataSection, role: str) -> None:
     and is said so.
     """
     for key in ("crop_size", "margin"):
-        recorded, wanted = manifest.get(key), getattr(data, key)
-        if recorded is not None and recorded != wanted:
+        recorded, wanted = getattr(manifest, key), getattr(data, key)
+        if recorded != wanted:
             raise RunError(
                 f"[data] {role}: the records were cut with {key} = {recorded} "
-                f"({manifest.get('manifest_path', 'their manifest')}) but [data] {key} = "
+                f"({manifest.path or 'their manifest'}) but [data] {key} = "
                 f"{wanted}; set [data] {key} = {recorded} or convert the records again with "
                 f"{key} {wanted}")
-    recorded_context = float(manifest.get("context", 1.0))
+    recorded_context = manifest.context
     if role == "train_records" and recorded_context < data.context:
         print(f"Note: [data] train_records hold context {recorded_context:g} (stored side / "
               f"crop side), less than [data] context = {data.context:g}: augmentation shows "
@@ -457,8 +461,8 @@ def train(pipeline: Pipeline, output_dir: str | pathlib.Path, verbose: int | str
     keypoint_set = get_keypoint_set(pipeline.data.keypoint_set)
     for role in ("train_records", "val_records"):
         manifest = read_records_manifest(getattr(pipeline.data, role), role)
-        if manifest.get("keypoint_set", keypoint_set.name) != keypoint_set.name:
-            raise RunError(f"[data] {role} hold {manifest['keypoint_set']} keypoints but "
+        if manifest.keypoint_set != keypoint_set.name:
+            raise RunError(f"[data] {role} hold {manifest.keypoint_set} keypoints but "
                            f"[data] keypoint_set = {keypoint_set.name!r}")
         check_records_crop(manifest, pipeline.data, role)
 
@@ -751,7 +755,7 @@ def damaged_records_error(pipeline: Pipeline, error: Exception,
         if not damaged:
             continue
         try:
-            source = reader.read_manifest(pattern).get("source", {})
+            source = reader.read_manifest(pattern).source
         except (OSError, ValueError):
             source = {}
         lines += [f"  {path}: {problem}" for path, problem in damaged]
