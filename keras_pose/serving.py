@@ -31,6 +31,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from keras_pose.keypoints import KeypointSet
 from keras_pose.visualize import draw_skeleton
@@ -353,8 +354,6 @@ def annotate_video(predict, source: str | os.PathLike, target: str | os.PathLike
         ``{"video", "output", "fps", "width", "height", "frames": [{"frame", "keypoints",
         "scores"}, ...]}``.
     """
-    from tqdm import tqdm
-
     source, target = pathlib.Path(source), pathlib.Path(target)
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():

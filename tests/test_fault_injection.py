@@ -231,6 +231,7 @@ def test_disk_full_writing_evaluation_json_keeps_the_previous_file(small_disk):
     assert json.loads(path.read_text()) == {"pck": 0.75}
 
 
+@pytest.mark.slow
 def test_disk_full_during_export_adds_no_version_and_keeps_models_config(small_disk):
     from keras_pose import export
 
@@ -300,6 +301,7 @@ def _run_until_progress(command: list[str], stderr_path: pathlib.Path, env: dict
     return proc
 
 
+@pytest.mark.slow
 def test_sigkill_of_convert_coco_then_the_same_command_completes(tmp_path, coco_set_large):
     import signal
 
@@ -406,6 +408,7 @@ def _damage(shard: pathlib.Path, how: str) -> None:
         shard.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how,split", [("corrupted", "train"), ("truncated", "val")])
 def test_a_damaged_shard_stops_training_naming_the_shard(tmp_path, tiny_records, capsys, how,
                                                         split):

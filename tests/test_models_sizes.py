@@ -37,6 +37,7 @@ def _free_memory():
     gc.collect()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_stacks, num_keypoints, expected", [
     (2, 16, 6_570_400),
     (2, 17, 6_571_170),
@@ -73,6 +74,7 @@ def test_quickstart_configuration_count():
     assert shapes(model) == {"stack_1": (None, 32, 32, 17)}
 
 
+@pytest.mark.slow
 def test_residual_stacked_hourglass_count():
     model = build_model("residual_stacked_hourglass", num_keypoints=16)
     assert trainable(model) == 31_089_238 - (256 * 256 + 256) - (16 * 256 + 256) == 31_019_094
@@ -80,6 +82,7 @@ def test_residual_stacked_hourglass_count():
     assert shapes(model) == {f"stack_{i}": (None, 64, 64, 16) for i in range(1, 6)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, expected, poster", [
     ("resnet34", 24_302_288, 24.4e6),
     ("resnet50", 26_623_952, 26.5e6),
@@ -97,6 +100,7 @@ def test_chained_prediction_counts(backbone, expected, poster):
     assert (spec.kind, spec.stride, spec.loss) == ("heatmaps", 8, "softmax_cross_entropy")
 
 
+@pytest.mark.slow
 def test_chained_prediction_resnet50_pipeline_is_the_poster_configuration():
     """pipelines/chained_prediction_resnet50_coco.toml builds the poster's ResNet-50 chain."""
     import pathlib

@@ -110,6 +110,7 @@ def _output_dtypes(network, images) -> list[str]:
     return [keras.backend.standardize_dtype(o.dtype) for o in outputs]
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_trains_with_float32_outputs_loss_and_decoding(policy):
     policy("mixed_bfloat16")
     trainer = make_trainer("stacked_hourglass", jit=False)
@@ -157,6 +158,7 @@ def test_mixed_bfloat16_under_xla(policy):
     assert np.all(np.isfinite(losses)), losses
 
 
+@pytest.mark.slow
 def test_mixed_float16_scales_the_loss(policy):
     policy("mixed_float16")
     trainer = make_trainer("stacked_hourglass", jit=False)

@@ -88,6 +88,7 @@ def test_predict_reports_bad_input(keras_file, tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sample, tmp_path,
                                                           capsys):
     annotations = coco_sample / "person_keypoints_sample.json"

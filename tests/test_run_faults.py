@@ -121,6 +121,7 @@ def _event_tags(events: pathlib.Path) -> set[str]:
             for value in event.summary.value}
 
 
+@pytest.mark.slow
 def test_each_tensorboard_directory_has_one_event_file_with_every_tag(tmp_path, synthetic_dir):
     pipeline = write_pipeline(tmp_path, synthetic_dir, epochs=1, steps=2)
     out = tmp_path / "run"
@@ -144,6 +145,7 @@ def test_each_tensorboard_directory_has_one_event_file_with_every_tag(tmp_path, 
 # -- 3. a loss that becomes NaN -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_naming_step_and_output(tmp_path, synthetic_dir, capsys):
     import csv
     import math
@@ -188,6 +190,7 @@ def test_nan_loss_stops_the_run_naming_step_and_output(tmp_path, synthetic_dir, 
 # -- 4. failures after training lose nothing ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failed_export_keeps_the_evaluation_and_says_how_to_export(tmp_path, synthetic_dir,
                                                                       capsys):
     base = tmp_path / "saved_models"
@@ -223,6 +226,7 @@ def test_a_failed_export_keeps_the_evaluation_and_says_how_to_export(tmp_path, s
     assert summary["export"] == str(base / "tiny" / "1") and "failed" not in summary
 
 
+@pytest.mark.slow
 def test_a_failed_evaluation_still_exports_and_says_how_to_evaluate(tmp_path, synthetic_dir,
                                                                      capsys):
     records = tmp_path / "records"

@@ -7,7 +7,8 @@ The networks keep their family and options (modules, depth, variant, backbone, l
 so the hourglasses are cut to at most 2 stacks of 16 features to keep the suite within its
 time; their full sizes are built and counted in tests/test_models_sizes.py. The ResNet
 backbones have no width to narrow: the Chained Prediction pipelines (a chain of 17 decoders)
-run at full size and are marked slow.
+run at full size. Every case traces a whole train step (20-160 s here), so the test is in the
+slow tier; the fast tier loads and validates every shipped pipeline in tests/test_config.py.
 """
 
 from __future__ import annotations
@@ -39,14 +40,8 @@ def _overrides(path: pathlib.Path) -> list[str]:
     return values
 
 
-def _params():
-    for path in PIPELINES:
-        model = load_pipeline(path).model.name
-        marks = [pytest.mark.slow] if model == "chained_prediction" else []
-        yield pytest.param(path, id=path.stem, marks=marks)
-
-
-@pytest.mark.parametrize("path", list(_params()))
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PIPELINES, ids=[path.stem for path in PIPELINES])
 def test_shipped_pipeline_trains_two_steps(path):
     pipeline = load_pipeline(path, _overrides(path))
     keras.mixed_precision.set_global_policy(pipeline.train.mixed_precision)

@@ -322,6 +322,7 @@ def _as_lsp14(coco_json: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
     return output
 
 
+@pytest.mark.slow
 def test_a_run_on_a_keypoint_set_without_oks_sigmas_skips_coco_ap(tmp_path, capsys):
     from keras_pose.data import convert, synthetic
     from keras_pose.pipeline import load_pipeline

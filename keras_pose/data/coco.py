@@ -30,10 +30,12 @@ import io
 import json
 import math
 import os
+import signal
 from typing import Any
 
 import cv2
 import numpy as np
+from pycocotools.coco import COCO
 
 from keras_pose import keypoints as kp_lib
 from keras_pose.data.source import AnnotationFormatError
@@ -180,8 +182,6 @@ def load_coco_keypoints(path: str | os.PathLike) -> CocoKeypoints:
         keypoint_set, category_id = detect_keypoint_set(data["categories"])
     except CocoFormatError as e:
         raise CocoFormatError(f"{path}: {e}") from None
-
-    from pycocotools.coco import COCO
 
     coco = COCO()
     coco.dataset = data
@@ -535,7 +535,5 @@ def process_image(task: dict) -> dict:
 
 def worker_init() -> None:
     """Pool initializer: one OpenCV thread per worker process, Ctrl-C handled by the parent."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)

@@ -54,6 +54,8 @@ import os
 import pathlib
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import cv2
 import numpy as np
@@ -838,9 +840,6 @@ def _render_in_workers(context, workers: int, jobs: list, bar) -> list:
     replaces the worker and waits forever for the chunk it lost (as the converter does,
     ``keras_pose.data.convert``).
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     executor = ProcessPoolExecutor(workers, mp_context=context)
     results = []
     try:

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import re
 import shlex
 import shutil
 import sys
@@ -729,7 +730,6 @@ def verify_shard(path: str) -> str | None:
 def _data_loss_text(error: Exception) -> str:
     """The useful words of a ``DataLossError`` (``corrupted record at 1234``), without the
     graph and op names TensorFlow wraps them in."""
-    import re
 
     text = getattr(error, "message", None) or str(error)
     found = re.search(r"(?:corrupted|truncated) record at \d+[^\n\['\"]*", text)
