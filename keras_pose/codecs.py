@@ -22,7 +22,7 @@ TensorFlow ops. Coordinates follow ``keras_pose.keypoints``.
 Example:
 
 >>> import numpy as np
->>> from keras_pose.models.base import HEATMAPS, OutputSpec
+>>> from keras_pose.outputs import HEATMAPS, OutputSpec
 >>> codec = codec_for(OutputSpec(HEATMAPS, 4, "mse", ("stack_1",)), 256)
 >>> heatmaps, weights = codec.encode(np.array([[[98.0, 62.0]]], np.float32), np.array([[2]]))
 >>> points, scores = codec.decode(heatmaps)
@@ -40,7 +40,7 @@ from keras import ops
 
 from keras_pose.decode import REFINEMENTS, decode_heatmaps, spatial_softmax
 from keras_pose.geometry import size_pair
-from keras_pose.models.base import COORDINATES, HEATMAPS, SOFTMAX_CROSS_ENTROPY, OutputSpec
+from keras_pose.outputs import COORDINATES, HEATMAPS, SOFTMAX_CROSS_ENTROPY, OutputSpec
 from keras_pose.targets import (
     coordinate_targets,
     coordinates_to_input,
@@ -94,6 +94,9 @@ class HeatmapCodec:
         self.sigma = sigma or None
         self.refine = refine
 
+    def num_keypoints(self, output_shape) -> int:
+        return int(output_shape[-1])
+
     def encode(self, keypoints_input, visibility) -> tuple[Any, Any]:
         """Keypoints ``[B, K, 2]`` in input pixels -> (heatmaps ``[B, h, w, K]``, weights)."""
         weights = keypoint_weights(keypoints_input, visibility, self.input_size)
@@ -146,6 +149,9 @@ class CoordinateCodec:
     def __init__(self, input_size):
         self.input_size = size_pair(input_size)
 
+    def num_keypoints(self, output_shape) -> int:
+        return int(output_shape[-2])
+
     def encode(self, keypoints_input, visibility) -> tuple[Any, Any]:
         """Keypoints ``[B, K, 2]`` in input pixels -> (normalized coordinates, weights)."""
         weights = keypoint_weights(keypoints_input, visibility, self.input_size)
@@ -174,7 +180,7 @@ def codec_for(output_spec: OutputSpec, input_size, *, sigma: float | None = None
     """The codec of a model's outputs.
 
     Args:
-        output_spec: the model's ``keras_pose.models.base.OutputSpec``.
+        output_spec: the model's ``keras_pose.outputs.OutputSpec``.
         input_size: network input size, an int or (height, width).
         sigma: heatmap Gaussian sigma in heatmap pixels (``None``: heatmap width / 64).
         refine: heatmap sub-pixel refinement (``"quarter"``, ``"gaussian"`` or ``"none"``).

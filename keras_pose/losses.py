@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_pose.models.base import COORDINATE_L2, MSE, SOFTMAX_CROSS_ENTROPY
+from keras_pose.outputs import COORDINATE_L2, MSE, SOFTMAX_CROSS_ENTROPY
 
 
 def _masked_mean(per_keypoint, weights):

@@ -13,7 +13,7 @@ import keras_pose
 from keras_pose import codecs, evaluate, export, keypoints
 from keras_pose.data import coco
 from keras_pose.keypoints import COCO17, LSP14, MPII16, KeypointSet, infer_keypoint_set
-from keras_pose.models.base import COORDINATES, HEATMAPS, OutputSpec
+from keras_pose.outputs import COORDINATES, HEATMAPS, OutputSpec
 
 HEATMAP_SPEC = OutputSpec(HEATMAPS, 4, "mse", ("stack_1",))
 SOFTMAX_SPEC = OutputSpec(HEATMAPS, 4, "softmax_cross_entropy", ("heatmaps",))

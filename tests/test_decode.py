@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_pose import augment, codecs, decode, targets
 from keras_pose.keypoints import COCO17
-from keras_pose.models.base import COORDINATES, HEATMAPS, OutputSpec
+from keras_pose.outputs import COORDINATES, HEATMAPS, OutputSpec
 
 HEATMAP_SPEC = OutputSpec(HEATMAPS, 4, "mse", ("stack_1", "stack_2"))
 COORD_SPEC = OutputSpec(COORDINATES, None, "coordinate_l2", ("stage_1",))

@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras_pose import codecs, export
 from keras_pose.cli import export_main
 from keras_pose.keypoints import COCO17
-from keras_pose.models.base import HEATMAPS
+from keras_pose.outputs import HEATMAPS
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from tiny_pose import TinyCoordinatePose, TinyHeatmapPose  # noqa: E402
@@ -414,7 +414,7 @@ def test_softmax_model_exports_peak_probabilities(tmp_path):
     """A Chained Prediction network trained with the spatial-softmax loss outputs logits; the
     exported ``scores`` are the softmax probabilities at the peaks, in [0, 1], not the logits."""
     from keras_pose.models import build_model
-    from keras_pose.models.base import SOFTMAX_CROSS_ENTROPY
+    from keras_pose.outputs import SOFTMAX_CROSS_ENTROPY
 
     model = build_model("chained_prediction", num_keypoints=3, input_shape=(64, 64, 3),
                         hidden_features=8)

@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_pose import codecs, export
 from keras_pose.keypoints import KeypointSet
 from keras_pose.models import build_model
-from keras_pose.models.base import COORDINATES, HEATMAPS
+from keras_pose.outputs import COORDINATES, HEATMAPS
 from keras_pose.training.trainer import PoseTrainer
 
 # Two keypoints: Chained Prediction has a decoder per keypoint, and its graph sets the pace.

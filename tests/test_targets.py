@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_pose import augment, codecs, targets
-from keras_pose.models.base import COORDINATES, HEATMAPS, OutputSpec
+from keras_pose.outputs import COORDINATES, HEATMAPS, OutputSpec
 
 
 def test_heatmap_peak_and_values_by_hand():

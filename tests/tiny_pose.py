@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_pose.models.base import COORDINATES, HEATMAPS, OutputSpec, PoseModel
+from keras_pose.models.base import PoseModel
+from keras_pose.outputs import COORDINATES, HEATMAPS, OutputSpec
 
 
 @keras.saving.register_keras_serializable(package="keras_pose_tests")

@@ -12,15 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 
-from keras_pose.models.base import (
-    COORDINATE_L2,
-    COORDINATES,
-    HEATMAPS,
-    MSE,
-    SOFTMAX_CROSS_ENTROPY,
-    OutputSpec,
-    PoseModel,
-)
+from keras_pose.models.base import PoseModel
 from keras_pose.models.chained_prediction import ChainedPrediction
 from keras_pose.models.deeppose import DeepPose
 from keras_pose.models.hourglass import ResidualStackedHourglass, StackedHourglass
@@ -33,8 +25,7 @@ MODELS = {
 }
 
 __all__ = [
-    "COORDINATES", "COORDINATE_L2", "HEATMAPS", "MODELS", "MSE", "SOFTMAX_CROSS_ENTROPY",
-    "ChainedPrediction", "DeepPose", "OutputSpec", "PoseModel", "ResidualStackedHourglass",
+    "MODELS", "ChainedPrediction", "DeepPose", "PoseModel", "ResidualStackedHourglass",
     "StackedHourglass", "build_model",
 ]
 

@@ -24,42 +24,10 @@ The contract of a model returned by ``keras_pose.models.build_model``:
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 
-HEATMAPS = "heatmaps"
-COORDINATES = "coordinates"
-
-MSE = "mse"
-SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
-COORDINATE_L2 = "coordinate_l2"
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputSpec:
-    """What a pose model's outputs mean.
-
-    Attributes:
-        kind: ``"heatmaps"`` (one channel per keypoint, [B, h, w, K]) or ``"coordinates"``
-            (normalized coordinates [B, K, 2]: ``x / input_width - 0.5`` and likewise y, in the
-            keypoint coordinate convention of ``keras_pose.keypoints``).
-        stride: input pixels per output pixel for heatmaps (``input_size / heatmap_size``),
-            ``None`` for coordinates.
-        loss: ``"mse"`` (Gaussian heatmap targets), ``"softmax_cross_entropy"`` (spatial
-            softmax over each heatmap against a normalized Gaussian target) or
-            ``"coordinate_l2"``.
-        output_names: the output names in order; the last is the final prediction.
-    """
-
-    kind: str
-    stride: int | None
-    loss: str
-    output_names: tuple[str, ...]
-
-    def num_keypoints(self, output_shape) -> int:
-        """K of an output of this spec: heatmaps are [B, h, w, K], coordinates [B, K, 2]."""
-        return int(output_shape[-1] if self.kind == HEATMAPS else output_shape[-2])
+from keras_pose.codecs import codec_for
+from keras_pose.outputs import OutputSpec
 
 
 class PoseModel(keras.Model):
@@ -75,7 +43,7 @@ class PoseModel(keras.Model):
 
     @property
     def num_keypoints(self) -> int:
-        return self._output_spec.num_keypoints(self.outputs[-1].shape)
+        return codec_for(self._output_spec, self.input_size).num_keypoints(self.outputs[-1].shape)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from keras_pose.models.base import HEATMAPS, MSE, SOFTMAX_CROSS_ENTROPY, OutputSpec, PoseModel
+from keras_pose.models.base import PoseModel
 from keras_pose.models.layers import (
     SpatialNormalize,
     SpatialSoftmax,
@@ -19,6 +19,7 @@ from keras_pose.models.layers import (
     batch_norm,
     rescale_images,
 )
+from keras_pose.outputs import HEATMAPS, MSE, SOFTMAX_CROSS_ENTROPY, OutputSpec
 
 BACKBONES = ("resnet34", "resnet50")
 LOSSES = (SOFTMAX_CROSS_ENTROPY, MSE)

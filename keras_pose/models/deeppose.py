@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from keras_pose.keypoints import KEYPOINT_SETS
-from keras_pose.models.base import COORDINATE_L2, COORDINATES, OutputSpec, PoseModel
+from keras_pose.models.base import PoseModel
 from keras_pose.models.layers import (
     CascadeUpdate,
     LocalResponseNormalization,
@@ -20,6 +20,7 @@ from keras_pose.models.layers import (
     apply_resnet,
     rescale_images,
 )
+from keras_pose.outputs import COORDINATE_L2, COORDINATES, OutputSpec
 
 BACKBONES = ("alexnet", "resnet34")
 DEFAULT_INPUT = {"alexnet": (220, 220, 3), "resnet34": (256, 256, 3)}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from keras_pose.models.base import HEATMAPS, MSE, SOFTMAX_CROSS_ENTROPY, OutputSpec, PoseModel
+from keras_pose.models.base import PoseModel
 from keras_pose.models.layers import apply_preact_residual, batch_norm, rescale_images
+from keras_pose.outputs import HEATMAPS, MSE, SOFTMAX_CROSS_ENTROPY, OutputSpec
 
 VARIANTS = ("newell", "nj")
 LOSSES = (MSE, SOFTMAX_CROSS_ENTROPY)
