@@ -68,3 +68,22 @@ def test_tensorboard_images_predicts_traced_once_on_the_drawn_crops(tmp_path):
     assert eager_calls == [False]  # one trace, reused at every epoch, never eager
     assert batch_sizes == [2]  # the two drawn crops, not the whole batch of 5
     assert callback.predict_function().experimental_get_tracing_count() == 1
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/statm").exists(), reason="Linux /proc only")
+def test_training_peak_memory_is_noted_when_validation_starts():
+    from keras_pose.resources import peak_rss_mib
+    from keras_pose.training.callbacks import TrainingPeakMemory
+
+    callback = TrainingPeakMemory()
+    callback.on_test_begin()
+    noted = callback.peak_mib
+    assert 100 < noted <= peak_rss_mib()
+    # Touch enough memory after the note that the process's peak surely grows past it.
+    resident = int(pathlib.Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+    held = np.ones(int((noted - resident + 300) * 2**20) // 8)
+    callback.on_epoch_end(0)
+    callback.on_test_begin()
+    assert callback.peak_mib == noted  # only the first validation's start counts
+    assert peak_rss_mib() >= noted + 200
+    del held

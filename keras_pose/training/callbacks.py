@@ -18,6 +18,7 @@ from keras_pose import evaluate, metrics, visualize
 from keras_pose.compat import set_initial_epoch
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
+from keras_pose.resources import peak_rss_mib
 
 
 def atomic_save_network(network: keras.Model, path: pathlib.Path) -> None:
@@ -134,6 +135,31 @@ class PCKCallback(keras.callbacks.Callback):
                     if value is not None:
                         tf.summary.scalar(f"keypoint_{spec.name}/{name}", value)
         self.writer.flush()
+
+
+class TrainingPeakMemory(keras.callbacks.Callback):
+    """Notes the process's peak resident memory when the first validation pass starts.
+
+    That is the peak of training alone: the validation loss, the callbacks' predictions, the
+    final evaluation and the export add theirs afterwards. A run reports both
+    (``peak_rss_mib_training`` and ``peak_rss_mib`` in its summary), so that memory added
+    around training shows as a difference. Without validation data, the first epoch's end
+    counts (place this callback first, before the callbacks that predict).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.peak_mib: float | None = None
+
+    def _note(self):
+        if self.peak_mib is None:
+            self.peak_mib = peak_rss_mib()
+
+    def on_test_begin(self, logs=None):
+        self._note()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._note()
 
 
 class NonFiniteLoss(RuntimeError):
