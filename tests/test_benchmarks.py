@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -459,4 +460,7 @@ def test_memory_benchmark_reports_the_runs_peak(tmp_path):
     assert cells[3:6] == ["128", "16", "2"]
     assert 200 < float(cells[6].replace(",", "")) < 16_000  # MiB; TensorFlow alone is ~500
     assert "(made the data)" in cells[7]
+    # The training-alone peak (noted at the first validation) is at most the run's.
+    training = int(re.search(r"training alone ([\d,]+) MiB", cells[7]).group(1).replace(",", ""))
+    assert 200 < training <= float(cells[6].replace(",", ""))
 

@@ -3,7 +3,9 @@
 Each run is the real pipeline in its own process (data reading, ``model.fit`` with the PCK
 callback and TensorBoard images, evaluation, export), shortened to ``--steps`` training steps;
 the figure is the training process's high-water mark, which the run writes to its
-``summary.json`` (``peak_rss_mib``):
+``summary.json`` (``peak_rss_mib``), beside the high-water mark of training alone, noted when
+the first validation pass starts (``peak_rss_mib_training``): the difference is what
+validation, the callbacks' predictions, the final evaluation and the export add:
 - ``quickstart``: ``pipelines/quickstart.toml`` as the main job runs it (1-stack hourglass,
   128 px, batch 16);
 - ``hourglass2``: the same pipeline with the 2-stack hourglass (256 features, depth 4) at
@@ -103,6 +105,7 @@ def _measure(name: str, args: argparse.Namespace) -> dict:
     data = pipeline.data
     prefetch = inspect.signature(make_dataset).parameters["prefetch"].default
     return {"peak_rss_mib": summary["peak_rss_mib"], "wall_s": wall, "made_data": made_data,
+            "training_peak_mib": summary.get("peak_rss_mib_training"),
             "model": f"{pipeline.model.name} {pipeline.model.options}",
             "input": pipeline.model.input_size, "batch": pipeline.train.batch_size,
             "steps": pipeline.train.epochs * pipeline.train.steps_per_epoch,
@@ -127,9 +130,12 @@ def run(args: argparse.Namespace) -> int:
             failed = True
             rows.append([name, "-", "-", "-", "-", "-", f"failed: {r['error']}"])
             continue
+        training = r["training_peak_mib"]
         rows.append([name, r["model"], r["input"], r["batch"], r["steps"],
                      f"{r['peak_rss_mib']:,}",
-                     f"{r['wall_s']:.0f} s" + (" (made the data)" if r["made_data"] else "")
+                     (f"training alone {training:,} MiB (run peak "
+                      f"{100 * (r['peak_rss_mib'] / training - 1):+.0f}%); " if training else "")
+                     + f"{r['wall_s']:.0f} s" + (" (made the data)" if r["made_data"] else "")
                      + f"; shuffle buffer {r['shuffle_buffer']} records, prefetch {r['prefetch']} "
                      "batches"])
     common.print_table(

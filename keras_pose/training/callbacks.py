@@ -18,6 +18,7 @@ from keras_pose import evaluate, metrics, visualize
 from keras_pose.compat import set_initial_epoch
 from keras_pose.io import write_json_atomic
 from keras_pose.keypoints import KeypointSet
+from keras_pose.resources import peak_rss_mib
 
 
 def atomic_save_network(network: keras.Model, path: pathlib.Path) -> None:
@@ -134,6 +135,31 @@ class PCKCallback(keras.callbacks.Callback):
                     if value is not None:
                         tf.summary.scalar(f"keypoint_{spec.name}/{name}", value)
         self.writer.flush()
+
+
+class TrainingPeakMemory(keras.callbacks.Callback):
+    """Notes the process's peak resident memory when the first validation pass starts.
+
+    That is the peak of training alone: the validation loss, the callbacks' predictions, the
+    final evaluation and the export add theirs afterwards. A run reports both
+    (``peak_rss_mib_training`` and ``peak_rss_mib`` in its summary), so that memory added
+    around training shows as a difference. Without validation data, the first epoch's end
+    counts (place this callback first, before the callbacks that predict).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.peak_mib: float | None = None
+
+    def _note(self):
+        if self.peak_mib is None:
+            self.peak_mib = peak_rss_mib()
+
+    def on_test_begin(self, logs=None):
+        self._note()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._note()
 
 
 class NonFiniteLoss(RuntimeError):
@@ -355,6 +381,12 @@ class TensorBoardImages(keras.callbacks.Callback):
     """Every ``every`` epochs, writes validation crops with predicted (and ground-truth)
     skeletons and, for heatmap models, predicted vs target heatmaps to TensorBoard.
 
+    The prediction runs in a ``tf.function`` traced once, on the drawn crops only. Run
+    eagerly, the network's forward pass kept every intermediate activation of the batch alive
+    until it returned: measured on the 2-stack hourglass at 256 px, batch 8 on a CPU, 2.9 GiB
+    eagerly against 0.27 GiB traced, which raised a run's peak memory 1.27 GiB above its
+    training peak at the first epoch that drew pictures (glibc keeps the freed pages).
+
     Args:
         batch: one validation reader batch (dict of tensors), drawn at every logging epoch.
         log_dir: TensorBoard directory, or a ``tf.summary`` writer (share one with
@@ -367,21 +399,40 @@ class TensorBoardImages(keras.callbacks.Callback):
     def __init__(self, batch: dict, log_dir: str, keypoint_set: KeypointSet, every: int = 1,
                  max_images: int = 4):
         super().__init__()
-        self.batch = batch
+        # Only the crops that are drawn are predicted.
+        self.batch = {key: value[:max_images] for key, value in batch.items()}
         self.writer = summary_writer(log_dir)
         self.keypoint_set = keypoint_set
         self.every = max(1, int(every))
         self.max_images = max_images
+        self._predict = None  # (trainer, its traced prediction): traced once, reused
+
+    def predict_function(self):
+        """The trainer's evaluation-mode prepare, forward and decode as one ``tf.function``
+        (traced at the first call, kept while the callback's model is the same trainer)."""
+        trainer = self.model
+        if self._predict is None or self._predict[0] is not trainer:
+
+            def predict(batch):
+                prepared = trainer.prepare(batch, training=False)
+                outputs = trainer.forward(prepared["images"], prepared["targets"],
+                                          training=False)
+                points, scores = trainer.codec.decode(outputs[-1])
+                return {"images": prepared["images"], "keypoints": prepared["keypoints"],
+                        "weights": prepared["weights"], "targets": prepared["targets"],
+                        "final": outputs[-1], "points": points, "scores": scores}
+
+            self._predict = (trainer, tf.function(predict))
+        return self._predict[1]
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
 
         trainer = self.model
-        prepared = trainer.prepare(self.batch, training=False)
-        outputs = trainer.forward(prepared["images"], prepared["targets"], training=False)
-        final = outputs[-1]
-        points, scores = trainer.codec.decode(final)
+        predicted = self.predict_function()(self.batch)
+        prepared, final = predicted, predicted["final"]
+        points, scores = predicted["points"], predicted["scores"]
         images = np.asarray(prepared["images"]).clip(0, 255).astype(np.uint8)
         points = np.asarray(points)
         gt_points = np.asarray(prepared["keypoints"])

@@ -498,7 +498,8 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
     cascading = pipeline.cascade.stages > 1
     # A stage-wise cascade keeps stage 1's best network apart: model.keras is the cascade.
     best_path = run.stage_model(1) if cascading else run.model
-    _fit(pipeline, trainer, data, run, best_path, keypoint_set, metric_names, verbose)
+    training_peak = _fit(pipeline, trainer, data, run, best_path, keypoint_set, metric_names,
+                         verbose)
     cascade_report = None
     if cascading:
         trainer, cascade_report = _train_cascade(pipeline, trainer, strategy, chief, run,
@@ -513,6 +514,9 @@ def _train(pipeline: Pipeline, output_dir: pathlib.Path, started: float,
         "tensorboard": f"tensorboard --logdir {output_dir.parent}",
         "best_checkpoint": str(best_path),
     }
+    if training_peak is not None:
+        # Before the first validation; peak_rss_mib (the whole run's) is added at the end.
+        summary["peak_rss_mib_training"] = round(training_peak)
     if cascade_report is not None:
         summary["cascade"] = cascade_report
     return _publish(pipeline, trainer, data.val, run, best_path, chief, keypoint_set,
@@ -537,16 +541,19 @@ def _datasets(pipeline: Pipeline, strategy: tf.distribute.Strategy, k: int) -> _
 
 def _callbacks(pipeline: Pipeline, trainer: PoseTrainer, val_ds, run: RunLayout,
                best_path: pathlib.Path, keypoint_set, metric_names: list[str], pose_writer,
-               stop_on_signal: cbs.StopOnSignal) -> list:
+               stop_on_signal: cbs.StopOnSignal,
+               training_memory: cbs.TrainingPeakMemory) -> list:
     """The callbacks of the run's ``fit``, in the order they must run."""
     pck = cbs.PCKCallback(val_ds, keypoint_set, every=pipeline.callbacks.pck_every,
                           log_dir=pose_writer, total_epochs=pipeline.train.epochs,
                           flip_test=pipeline.callbacks.flip_test, metric_names=metric_names)
     # First: a non-finite loss stops the step before any other callback sees it, and SIGTERM
     # stops at the next step (not in the middle of an epoch's checkpoint, logs and backup).
+    # The training peak is noted before any callback predicts.
     callback_list = [
         cbs.StopOnNonFiniteLoss(pipeline.train.epochs, pipeline.train.steps_per_epoch),
         stop_on_signal,
+        training_memory,
         pck,
     ]
     if pipeline.callbacks.images_every:
@@ -572,15 +579,18 @@ def _callbacks(pipeline: Pipeline, trainer: PoseTrainer, val_ds, run: RunLayout,
 
 
 def _fit(pipeline: Pipeline, trainer: PoseTrainer, data: _Datasets, run: RunLayout,
-         best_path: pathlib.Path, keypoint_set, metric_names: list[str], verbose) -> None:
+         best_path: pathlib.Path, keypoint_set, metric_names: list[str], verbose
+         ) -> float | None:
     """``fit`` with the run's callbacks; a stop (NaN loss, full disk, SIGTERM) becomes a
-    :class:`RunError` saying what was kept and how to resume."""
+    :class:`RunError` saying what was kept and how to resume. Returns the peak resident
+    memory (MiB) of training before its first validation (``None``: no epoch was left)."""
     # One writer for everything under logs/pose: TensorBoard follows only the newest event
     # file of a directory, so a second writer there would hide the first one's updates.
     pose_writer = cbs.summary_writer(run.logs / "pose")
     stop_on_signal = cbs.StopOnSignal()
+    training_memory = cbs.TrainingPeakMemory()
     callback_list = _callbacks(pipeline, trainer, data.val, run, best_path, keypoint_set,
-                               metric_names, pose_writer, stop_on_signal)
+                               metric_names, pose_writer, stop_on_signal, training_memory)
     try:
         trainer.fit(data.train, epochs=pipeline.train.epochs,
                     steps_per_epoch=pipeline.train.steps_per_epoch,
@@ -606,6 +616,7 @@ def _fit(pipeline: Pipeline, trainer: PoseTrainer, data: _Datasets, run: RunLayo
     finally:
         stop_on_signal.restore()
         pose_writer.close()
+    return training_memory.peak_mib
 
 
 def _publish(pipeline: Pipeline, trainer: PoseTrainer, val_ds, run: RunLayout,
@@ -974,7 +985,9 @@ def format_summary(summary: dict) -> str:
         f"Run {summary['pipeline']!r} ({summary['model']}) finished in "
         f"{summary['wall_seconds']:.0f} s "
         f"(training and validation {summary['train_seconds']:.0f} s); "
-        f"peak memory {summary['peak_rss_mib']:,} MiB.",
+        f"peak memory {summary['peak_rss_mib']:,} MiB"
+        + (f" (training before its first validation: {summary['peak_rss_mib_training']:,} MiB)."
+           if "peak_rss_mib_training" in summary else "."),
     ]
     if "metrics" in summary:
         lines += _format_scores(summary)
