@@ -193,11 +193,16 @@ def export_file(model, directory: str | os.PathLike, *, file_format: str,
 # Running.
 
 class TFLiteNetwork:
-    """A ``.tflite`` network on the LiteRT interpreter: float32 crops -> output (numpy)."""
+    """A ``.tflite`` network on the LiteRT interpreter: float32 crops -> output (numpy).
+
+    ``num_threads`` defaults to every core, as TensorFlow and ONNX Runtime use them (LiteRT's
+    own default is implementation-defined).
+    """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         litert = _require("ai_edge_litert.interpreter", "ai-edge-litert", "running TFLite")
-        self.interpreter = litert.Interpreter(model_path=str(path), num_threads=num_threads)
+        self.interpreter = litert.Interpreter(model_path=str(path),
+                                              num_threads=num_threads or os.cpu_count())
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self.output_shape = [None, *self._output["shape_signature"][1:]]
