@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-
 def _export_file(args: argparse.Namespace, loaded, keypoint_set, margin: float) -> int:
     """``--format tflite|onnx``: write the file and its metadata, then say how to use it."""
     from keras_pose import export
