@@ -210,7 +210,12 @@ def test_cli_export_then_predict_and_evaluate_the_file(hourglass_file, synthetic
 @pytest.mark.slow
 def test_int8_keeps_pck_on_held_out_figures(synthetic, tmp_path):
     """Train a small hourglass briefly, export it int8 (calibrated on the train records) and
-    score the held-out figures: PCK within 3 points of the float model's."""
+    score the held-out figures: PCK within 3 points of the float model's.
+
+    What fits the time budget is weak: measured float PCK@0.2 torso 0.052, int8 0.049 (200
+    steps, about 2 min on 2 loaded cores), so this checks the calibrated int8 path end to end
+    more than int8's accuracy on a well-trained network.
+    """
     from keras_pose import evaluate
     from keras_pose.pipeline import load_pipeline
     from keras_pose.training.run import train
