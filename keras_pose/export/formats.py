@@ -34,6 +34,7 @@ import tensorflow as tf
 # first gives constants. TensorFlow has no public API for it.
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from keras_pose.data import dataset as dataset_lib
 from keras_pose.export.graph import ServingFunctions, metadata
 from keras_pose.export.loading import METADATA_FILE, ExportError
 from keras_pose.io import write_bytes_atomic, write_text_atomic
@@ -93,8 +94,6 @@ def calibration_crops(serving: ServingFunctions, records: str, count: int = CALI
     """Up to ``count`` network input crops [1, h, w, 3] cut from records as
     :func:`keras_pose.evaluate.records.predict_saved_model_records` sends them (the record's
     crop is the margin square of a centred box), with the serving graph's own crop."""
-    from keras_pose.data import dataset as dataset_lib  # the data pipeline; only int8 needs it
-
     try:
         manifest = dataset_lib.read_manifest(records)
         num_keypoints = KEYPOINT_SETS[manifest["keypoint_set"]].num_keypoints
