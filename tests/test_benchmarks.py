@@ -289,6 +289,24 @@ def test_infer_baselines_absent_package_is_skipped_with_its_reason():
     assert configs == [] and notes == ["baselines skipped (--baselines none)"]
 
 
+def test_infer_file_export_rows_and_their_skip_notes(monkeypatch):
+    base = {"batches": [1]}
+    configs, notes = infer.file_export_configs("tflite,onnx", base)
+    assert len(configs) + len(notes) == 2  # each a row, or a note saying why not
+    assert all(spec["kind"] == "file_export" and spec["batches"] == [1] for _, spec in configs)
+    assert [spec["format"] for _, spec in configs] in (["tflite", "onnx"], ["tflite"],
+                                                       ["onnx"], [])
+    # A missing runtime is a skip note naming the package, not a failed row.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ai_edge_litert" else real(name, *a))
+    configs, notes = infer.file_export_configs("tflite_int8", base)
+    assert configs == [] and "ai_edge_litert not installed" in notes[0]
+    assert infer.file_export_configs("none", base) == ([], [])
+    with pytest.raises(ValueError, match="unknown"):
+        infer.file_export_configs("tflite,coreml", base)
+
+
 def _rows(text: str, first: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.split("|")[1:-1]]
             for line in text.splitlines() if line.startswith(f"| {first}")]
@@ -435,12 +453,15 @@ def test_train_benchmark_prints_its_table():
 def test_infer_benchmark_prints_its_table():
     result = _run_benchmark(["infer", "--stacks", "1", "--input-size", "64", "--repeats", "2",
                              "--warmup", "1", "--batches", "1,2", "--jit", "off",
-                             "--bfloat16", "off", "--baselines", "torch-nchw"])
+                             "--bfloat16", "off", "--baselines", "torch-nchw",
+                             "--formats", "tflite"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "keras-pose SavedModel serving_default" in out
     rows = [line for line in out.splitlines() if line.startswith("| keras-pose SavedModel")]
     assert len(rows) == 2  # batch 1 and batch 2
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        assert len(_rows(out, "keras-pose TFLite float32")) == 2
     if HAS_TORCH:
         assert "PyTorch eager NCHW (fastest baseline)" in out
         assert "fastest float32 baseline at batch 2: PyTorch eager NCHW" in out

@@ -5,7 +5,12 @@ Serving runs: crop and resize of the uint8 image, the network, heatmap decoding,
 to image pixels), loaded with ``tf.saved_model.load`` and called through ``serving_default`` on
 uint8 images of the network's input size. Also the bare network in-process as a
 ``tf.function`` with XLA off and on (float32 input, final heatmaps out), and under the
-``mixed_bfloat16`` policy where the CPU has bfloat16 instructions.
+``mixed_bfloat16`` policy where the CPU has bfloat16 instructions. And the same network exported
+with ``tools/export.py --format`` (``keras_pose.export.formats``: TFLite float32 and int8 on the
+LiteRT interpreter, ONNX on ONNX Runtime), timed through ``export.load_predictor`` on the same
+uint8 images as the SavedModel row (the host crops and decodes with the SavedModel's code; only
+the network runs in the file's runtime); int8 is calibrated on the random benchmark crops, which
+sets its speed, not its accuracy (``tests/test_export_formats.py`` checks that).
 
 Baselines (``baselines.INFER_BASELINES``; each optional, skipped with a printed reason when its
 package is absent): the PyTorch port (``torch_hourglass.py``) in eager mode (NCHW and
@@ -25,6 +30,7 @@ Example: ``python tools/benchmark.py infer --model stacked_hourglass --stacks 2`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -240,8 +246,84 @@ def serve_baseline(spec: dict) -> None:
     serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
+def serve_file_export(spec: dict) -> None:
+    """``export.load_predictor`` on a TFLite or ONNX export (``spec["format"]``, ``"quantize"``)
+    of the network, uint8 images as the SavedModel row; the file is written here."""
+    configure_tf_threads(spec.get("intra", 0), spec.get("inter", 0))
+    import tempfile
+
+    import numpy as np
+
+    from keras_pose import export
+    from keras_pose.export import formats
+
+    network, keypoint_set = _build_network(spec)
+    size, quantize = spec["input_size"], spec.get("quantize")
+    directory = tempfile.mkdtemp(prefix="keras_pose_bench_")
+    serving = export.ServingFunctions(network, keypoint_set=keypoint_set)
+    if spec["format"] == formats.TFLITE:
+        calibration = ([crop[None] for crop in _images(16, size)] if quantize == "int8"
+                       else None)
+        data = formats.convert_tflite(serving, quantize, calibration)
+    else:
+        data = formats.convert_onnx(serving)
+    path = os.path.join(directory, formats.MODEL_FILES[spec["format"]])
+    with open(path, "wb") as file:
+        file.write(data)
+    info = formats.file_metadata(network, keypoint_set, export.DEFAULT_MARGIN, False, None,
+                                 spec["format"], quantize)
+    with open(os.path.join(directory, export.METADATA_FILE), "w") as file:
+        file.write(json.dumps(info))
+    predictor = export.load_predictor(path)
+    inputs = {b: _images(b, size, dtype="uint8") for b in spec["batches"]}
+    # The network's heatmaps in the file against the folded Keras network's (float rounding;
+    # int8 shows its quantization error).
+    crops = _images(spec["batches"][0], size)
+    reference = np.asarray(serving._final(crops))
+    output = formats.NETWORKS[spec["format"]](path)(crops)
+    meta = {"file_bytes": len(data), "max_abs_diff": float(np.abs(output - reference).max()),
+            "reference_scale": float(np.abs(reference).max())}
+    steps = {str(b): (lambda b=b: predictor.predict(inputs[b])["keypoints"])
+             for b in spec["batches"]}
+    serve(steps, spec["warmup"], meta, lambda: {"peak_rss_mib": peak_rss_mib()})
+
+
 SERVERS = {"saved_model": serve_saved_model, "keras": serve_keras_function,
-           "baseline": serve_baseline}
+           "baseline": serve_baseline, "file_export": serve_file_export}
+
+# --formats: (label, format, quantize, precision, the packages it needs).
+FILE_EXPORTS = {
+    "tflite": ("keras-pose TFLite float32 (LiteRT, Predictor)", "tflite", None, FLOAT32,
+               ("ai_edge_litert",)),
+    "tflite_int8": ("keras-pose TFLite int8 (LiteRT, Predictor)", "tflite", "int8", "int8",
+                    ("ai_edge_litert",)),
+    "onnx": ("keras-pose ONNX (ONNX Runtime, Predictor)", "onnx", None, FLOAT32,
+             ("tf2onnx", "onnxruntime")),
+}
+
+
+def file_export_configs(names: str, base: dict) -> tuple[list[tuple[str, dict]], list[str]]:
+    """``[(label, worker spec)]`` of the ``--formats`` rows whose packages are installed, and
+    the skip notes of the others."""
+    import importlib.util
+
+    if names.strip() == "none":
+        return [], []
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in FILE_EXPORTS]
+    if unknown:
+        raise ValueError(f"--formats: unknown {unknown}; names: {', '.join(FILE_EXPORTS)}")
+    configs, notes = [], []
+    for name in chosen:
+        label, file_format, quantize, precision, packages = FILE_EXPORTS[name]
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        if missing:
+            notes.append(f"{label} skipped: {', '.join(missing)} not installed "
+                         "(pip install 'keras-pose[export]')")
+            continue
+        configs.append((label, {**base, "kind": "file_export", "format": file_format,
+                                "quantize": quantize, "precision": precision}))
+    return configs, notes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -264,6 +346,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default="all",
                         help="comma-separated names, 'all' or 'none'; names: "
                              + ", ".join(b.name for b in baselines.INFER_BASELINES))
+    parser.add_argument("--formats", default="tflite,tflite_int8,onnx",
+                        help="exported files to time through the Predictor, comma-separated, "
+                             "or 'none'; names: " + ", ".join(FILE_EXPORTS))
     parser.add_argument("--timeout", type=float, default=900.0)
 
 
@@ -332,6 +417,9 @@ def run(args: argparse.Namespace, registry=baselines.INFER_BASELINES) -> int:
             else:
                 skip_notes.append("keras-pose mixed_bfloat16 skipped: this CPU has no bfloat16 "
                                   "instructions")
+        extra, notes = file_export_configs(args.formats, base)
+        configs += extra
+        skip_notes += notes
         extra, notes = baseline_configs(args, batches, registry, flags)
         configs += extra
         skip_notes += notes
@@ -425,6 +513,10 @@ def report(args, batches, configs, results, notes, load_before) -> int:
         notes.append(f"FLOPs: {flops / 1e9:.2f} GFLOP per image (per-layer multiply-adds x 2)")
     for label, spec in configs:
         r = results.get(label, {})
+        if spec.get("kind") == "file_export" and "max_abs_diff" in r:
+            notes.append(f"{label}: {r['file_bytes'] / 1e6:.2f} MB file, max |heatmap - Keras| "
+                         f"= {r['max_abs_diff']:.2g} (heatmaps up to "
+                         f"{r['reference_scale']:.2g})")
         if spec.get("baseline") and "max_abs_diff" in r:
             notes.append(f"{label}: max |heatmap - eager PyTorch| = {r['max_abs_diff']:.2g} "
                          f"(heatmaps up to {r['reference_scale']:.2g}), {r['threads']} threads")

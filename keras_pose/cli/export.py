@@ -8,6 +8,19 @@ Writes ``<base>/<name>/<version>/`` atomically (next free version by default) wi
 signatures ``serving_default`` (uint8 images), ``serving_boxes`` (+ person boxes),
 ``serving_bytes`` and ``serving_bytes_boxes`` (encoded JPEG/PNG strings), and rewrites
 ``<base>/models.config`` for ``tensorflow_model_server --model_config_file``.
+
+    python tools/export.py --model runs/NAME --name NAME --format tflite [--quantize float16]
+    python tools/export.py --model runs/NAME --name NAME --format tflite --quantize int8 \
+        --records 'data/coco/train-*.tfrecord'
+    python tools/export.py --model runs/NAME --name NAME --format onnx [--output DIR]
+
+``--format tflite|onnx`` writes the network (batch norms folded) as ``model.tflite`` or
+``model.onnx`` with ``keras_pose.json`` into ``<base>/<name>/<format>/`` (``tflite``,
+``tflite_float16``, ``tflite_int8``, ``onnx``; TF Serving ignores these folders) or ``--output``.
+``tools/predict.py`` and ``tools/evaluate.py`` take the file (or its folder) as ``--model``: they
+crop, decode and map keypoints with the SavedModel's code around the LiteRT interpreter or ONNX
+Runtime (``pip install 'keras-pose[export]'``). ``--quantize int8`` calibrates on up to 200
+crops of ``--records``.
 """
 
 from __future__ import annotations
@@ -36,7 +49,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="absolute path where the server sees --base, for models.config "
                         "(default: the root already in the file, else /models for Docker)")
     parser.add_argument("--no-config", action="store_true", help="leave models.config alone")
+    parser.add_argument("--format", default="saved_model",
+                        choices=["saved_model", "tflite", "onnx"],
+                        help="saved_model (TF Serving), tflite or onnx (default saved_model)")
+    parser.add_argument("--quantize", choices=["float16", "int8"], default=None,
+                        help="tflite post-training quantization (int8 needs --records)")
+    parser.add_argument("--records", default=None,
+                        help="TFRecord glob to calibrate --quantize int8 with")
+    parser.add_argument("--output", default=None,
+                        help="tflite/onnx: folder to write (default <base>/<name>/<format>)")
     args = parser.parse_args(argv)
+    if args.format == "saved_model" and (args.quantize or args.records or args.output):
+        parser.error("--quantize, --records and --output apply to --format tflite/onnx")
+    if args.quantize and args.format != "tflite":
+        parser.error("--quantize applies to --format tflite")
+    if args.quantize == "int8" and not args.records:
+        parser.error("--quantize int8 needs --records (TFRecords to calibrate with)")
 
     from keras_pose import export
     from keras_pose.keypoints import get_keypoint_set
@@ -46,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         keypoint_set = (get_keypoint_set(args.keypoint_set) if args.keypoint_set
                         else loaded.keypoint_set)
         margin = args.margin if args.margin is not None else loaded.margin
+        if args.format != "saved_model":
+            return _export_file(args, loaded, keypoint_set, margin)
         path = export.export_saved_model(
             loaded.model, name=args.name, base=args.base, version=args.version, margin=margin,
             keypoint_set=keypoint_set, flip_test=args.flip_test,
@@ -64,3 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  inspect: saved_model_cli show --dir {path} --all")
     return 0
 
+
+def _export_file(args: argparse.Namespace, loaded, keypoint_set, margin: float) -> int:
+    """``--format tflite|onnx``: write the file and its metadata, then say how to use it."""
+    from keras_pose import export
+
+    directory = args.output or export.export_directory(args.base, args.name, args.format,
+                                                       args.quantize)
+    path = export.export_file(
+        loaded.model, directory, file_format=args.format, quantize=args.quantize,
+        records=args.records, margin=margin, keypoint_set=keypoint_set,
+        flip_test=args.flip_test, source=str(loaded.path))
+    print(f"exported {loaded.path} -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    print(f"  format {args.format}, quantize {args.quantize or 'none'}, input "
+          f"{loaded.model.input_size}, margin {margin}, flip test {args.flip_test}")
+    print(f"  predict: python tools/predict.py --model {path} --input IMAGE --output OUT")
+    return 0

@@ -235,7 +235,7 @@ def predict_model_records(model_path, records: str, *, keypoint_set: KeypointSet
         ``{"plain": arrays, "flip_test": arrays or None, "flip_test_note": str or None}``:
         the note says why a SavedModel has only one set (and whether it is flip-tested).
     """
-    saved = export.resolve_saved_model(model_path)
+    saved = export.resolve_export(model_path)  # a SavedModel, .tflite or .onnx
     if saved is not None:
         model = export.load_predictor(saved)
         if flip_test is True and not model.metadata.get("flip_test"):

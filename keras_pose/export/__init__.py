@@ -26,11 +26,25 @@ whose name is not an integer (TF Serving ignores it while polling) and renamed t
 number when complete. ``<base>/models.config`` (TF Serving's ``--model_config_file``) is then
 rewritten, also atomically, to list every model under ``<base>`` that has a version.
 
+TFLite and ONNX exports (``formats``) hold the network alone in
+``<base>/<name>/tflite/model.tflite`` (``tflite_float16``, ``tflite_int8``) or
+``<base>/<name>/onnx/model.onnx`` beside
+``keras_pose.json``; the host runs the rest of the same graph around the LiteRT interpreter or
+ONNX Runtime, so a ``Predictor`` on them has the same signatures.
+
 Modules: ``loading`` (a trained network and its run), ``graph`` (the serving functions and
 the SavedModel), ``versions`` (TF Serving's version directories and ``models.config``),
-``predictor`` (the same graph in-process). The names below are the public API.
+``formats`` (TFLite and ONNX files), ``predictor`` (the same graph in-process). The names
+below are the public API.
 """
 
+from keras_pose.export.formats import (
+    FORMATS,
+    QUANTIZATIONS,
+    export_directory,
+    export_file,
+    resolve_file_export,
+)
 from keras_pose.export.graph import (
     ServingFunctions,
     crop_and_resize_boxes,
@@ -49,7 +63,12 @@ from keras_pose.export.loading import (
     guess_keypoint_set,
     load_pose_model,
 )
-from keras_pose.export.predictor import Predictor, load_predictor, resolve_saved_model
+from keras_pose.export.predictor import (
+    Predictor,
+    load_predictor,
+    resolve_export,
+    resolve_saved_model,
+)
 from keras_pose.export.versions import (
     export_saved_model,
     list_versions,
@@ -59,9 +78,10 @@ from keras_pose.export.versions import (
 from keras_pose.serving import OUTPUTS, SIGNATURES
 
 __all__ = [
-    "DEFAULT_MARGIN", "DEFAULT_SERVING_ROOT", "METADATA_FILE", "MODELS_CONFIG", "OUTPUTS",
-    "SIGNATURES", "TEMP_PREFIX", "ExportError", "LoadedModel", "Predictor", "ServingFunctions",
-    "crop_and_resize_boxes", "export_saved_model", "guess_keypoint_set", "list_versions",
-    "load_pose_model", "load_predictor", "metadata", "read_models_config",
+    "DEFAULT_MARGIN", "DEFAULT_SERVING_ROOT", "FORMATS", "METADATA_FILE", "MODELS_CONFIG",
+    "OUTPUTS", "QUANTIZATIONS", "SIGNATURES", "TEMP_PREFIX", "ExportError", "LoadedModel",
+    "Predictor", "ServingFunctions", "crop_and_resize_boxes", "export_directory", "export_file",
+    "export_saved_model", "guess_keypoint_set", "list_versions", "load_pose_model",
+    "load_predictor", "metadata", "read_models_config", "resolve_export", "resolve_file_export",
     "resolve_saved_model", "save_saved_model", "square_crop_boxes", "write_models_config",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_pose.export.formats import load_file_functions, resolve_file_export
 from keras_pose.export.graph import ServingFunctions, metadata
 from keras_pose.export.loading import METADATA_FILE, ExportError, load_pose_model
 from keras_pose.export.versions import list_versions
@@ -121,14 +122,26 @@ def resolve_saved_model(path: str | os.PathLike) -> pathlib.Path | None:
     return None
 
 
+def resolve_export(path: str | os.PathLike) -> pathlib.Path | None:
+    """An export for ``path``: a SavedModel directory (:func:`resolve_saved_model`) or a
+    ``.tflite``/``.onnx`` model file (or its export directory); ``None`` for anything else (a run
+    directory or a ``.keras`` file)."""
+    return resolve_saved_model(path) or resolve_file_export(path)
+
+
 def load_predictor(path: str | os.PathLike, *, flip_test: bool = False) -> Predictor:
-    """A :class:`Predictor` for a SavedModel (version dir or model base dir), a run directory or a
-    ``.keras`` file (the latter two run the same serving functions without saving).
+    """A :class:`Predictor` for a SavedModel (version dir or model base dir), a ``.tflite`` or
+    ``.onnx`` export (the file or its directory), a run directory or a ``.keras`` file (the
+    latter two run the same serving functions without saving).
 
     Args:
         path: what to load.
-        flip_test: for Keras models, add the flip test (a SavedModel has it baked in or not).
+        flip_test: for Keras models, add the flip test (an export has it baked in or not).
     """
+    model_file = resolve_file_export(path)
+    if model_file is not None:
+        functions, info, network = load_file_functions(model_file)
+        return Predictor(functions, info, owner=network)
     saved = resolve_saved_model(path)
     if saved is not None:
         loaded = tf.saved_model.load(str(saved))
