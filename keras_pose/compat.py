@@ -1,4 +1,4 @@
-"""The Keras private APIs keras-pose relies on, named in one place.
+"""The Keras (and one TensorFlow) private APIs keras-pose relies on, named in one place.
 
 Keras 3 has no public way to do a few things keras-pose needs: walk every call of a layer in a
 functional graph (batch-norm folding, the FLOP count), resume ``fit`` at a given epoch from a
@@ -8,6 +8,9 @@ this module or is one of the overridden hooks listed below; ``tests/test_compat.
 every one against the installed Keras, so an upgrade that changes one fails there, by name,
 rather than somewhere in a training run.
 
+TensorFlow has no public way to freeze a concrete function's variables into constants, which the
+TFLite export needs (:func:`freeze_variables`).
+
 Checked against Keras ``KERAS_CHECKED``; ``setup.cfg`` caps ``keras`` below the next minor
 version for that reason.
 """
@@ -15,6 +18,7 @@ version for that reason.
 from __future__ import annotations
 
 import keras
+from tensorflow.python.framework import convert_to_constants
 
 KERAS_CHECKED = "3.15.1"
 
@@ -50,3 +54,13 @@ def set_initial_epoch(model: keras.Model, epoch: int) -> None:
     """Make the ``fit`` in progress start at ``epoch`` (from ``on_train_begin``), as
     ``keras.callbacks.BackupAndRestore`` does for its own backups."""
     model._initial_epoch = epoch
+
+
+def freeze_variables(concrete_function):
+    """``concrete_function`` with its variables replaced by constants of their current values.
+
+    TFLite's converter keeps Keras 3 variables as resource variables (``READ_VARIABLE`` ops that
+    an interpreter without an initializer signature reads as garbage); a frozen function gives
+    constants.
+    """
+    return convert_to_constants.convert_variables_to_constants_v2(concrete_function)

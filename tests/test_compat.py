@@ -118,3 +118,18 @@ def test_private_keras_attributes_are_used_only_through_compat(module):
     """No module but compat touches ``_inbound_nodes`` or ``_initial_epoch``."""
     source = inspect.getsource(__import__(module, fromlist=["_"]))
     assert "._inbound_nodes" not in source and "._initial_epoch" not in source
+
+
+def test_freeze_variables_turns_variables_into_constants_of_their_values():
+    weight = tf.Variable([[2.0], [3.0]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    def apply(x):
+        return tf.matmul(x, weight)
+
+    frozen = compat.freeze_variables(apply.get_concrete_function())
+    ops = {op.type for op in frozen.graph.get_operations()}
+    assert "ReadVariableOp" not in ops and "VarHandleOp" not in ops, ops
+    assert not frozen.variables
+    weight.assign([[0.0], [0.0]])  # the frozen copy keeps the values it was frozen with
+    np.testing.assert_allclose(frozen(tf.constant([[1.0, 1.0]]))[0].numpy(), [[5.0]])

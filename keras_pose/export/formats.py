@@ -29,17 +29,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-# TFLite's converter keeps Keras 3 variables as resource variables (READ_VARIABLE ops that an
-# interpreter without an initializer signature reads as garbage); freezing the concrete function
-# first gives constants. TensorFlow has no public API for it.
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+from keras_pose.compat import freeze_variables
 from keras_pose.data import dataset as dataset_lib
 from keras_pose.export.graph import ServingFunctions, metadata
 from keras_pose.export.loading import METADATA_FILE, ExportError
 from keras_pose.io import write_bytes_atomic, write_text_atomic
 from keras_pose.keypoints import KEYPOINT_SETS, KeypointSet
-from keras_pose.models.base import OutputSpec
+from keras_pose.outputs import OutputSpec
 
 TFLITE = "tflite"
 ONNX = "onnx"
@@ -125,7 +121,7 @@ def convert_tflite(serving: ServingFunctions, quantize: str | None = None,
         calibration: int8 representative crops, from :func:`calibration_crops`.
     """
     function = network_function(serving)
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    frozen = freeze_variables(function.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float16":
