@@ -174,7 +174,7 @@ class SourceSection:
     """``[data.source]``: convert a real dataset to TFRecords before training (cached).
 
     Paths of files and image folders are relative to ``path``; an empty one takes the
-    format's usual layout (``keras_pose.training.run.SOURCE_LAYOUTS``): LSP/LSPET
+    format's usual layout (``keras_pose.training.inputs.SOURCE_LAYOUTS``): LSP/LSPET
     ``joints.mat`` and ``images/``; MPII ``annot/train.json``, ``annot/valid.json`` and
     ``images/``; COCO ``annotations/person_keypoints_{train,val}2017.json`` and
     ``{train,val}2017/``.

@@ -20,7 +20,8 @@ from keras_pose.data.dataset import make_dataset
 from keras_pose.data.manifest import MANIFEST_VERSION, Manifest
 from keras_pose.keypoints import COCO17
 from keras_pose.pipeline import DataSection, load_pipeline
-from keras_pose.training import run
+from keras_pose.training import inputs, run
+from keras_pose.training.errors import RunError
 from keras_pose.training.trainer import PoseTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -242,15 +243,15 @@ def _records_manifest(**values) -> Manifest:
 
 def test_records_of_another_margin_or_crop_size_are_refused(tmp_path):
     data = DataSection(crop_size=256, margin=1.25)
-    with pytest.raises(run.RunError, match=r"margin = 1\.5 .* \[data\] margin = 1\.25"):
-        run.check_records_crop(_records_manifest(margin=1.5), data, "train_records")
-    with pytest.raises(run.RunError, match=r"crop_size = 128 .* \[data\] crop_size = 256"):
-        run.check_records_crop(_records_manifest(crop_size=128), data, "val_records")
-    run.check_records_crop(_records_manifest(), data, "train_records")
+    with pytest.raises(RunError, match=r"margin = 1\.5 .* \[data\] margin = 1\.25"):
+        inputs.check_records_crop(_records_manifest(margin=1.5), data, "train_records")
+    with pytest.raises(RunError, match=r"crop_size = 128 .* \[data\] crop_size = 256"):
+        inputs.check_records_crop(_records_manifest(crop_size=128), data, "val_records")
+    inputs.check_records_crop(_records_manifest(), data, "train_records")
     # The cache rule reconverts records of another context.
     data = DataSection(crop_size=256, margin=1.25, context=2.1)
-    assert run._reusable_manifest(_manifest(tmp_path), "abc", data) is None
-    assert run._reusable_manifest(_manifest(tmp_path, context=2.1), "abc", data) is not None
+    assert inputs._reusable_manifest(_manifest(tmp_path), "abc", data) is None
+    assert inputs._reusable_manifest(_manifest(tmp_path, context=2.1), "abc", data) is not None
 
 
 def test_a_run_on_records_of_another_margin_stops_before_training(tmp_path, coco_sample):
@@ -262,7 +263,7 @@ def test_a_run_on_records_of_another_margin_stops_before_training(tmp_path, coco
     pipeline = load_pipeline(None, [f'data.train_records="{records}/train-*.tfrecord"',
                                     f'data.val_records="{records}/val-*.tfrecord"',
                                     "data.crop_size=32"])
-    with pytest.raises(run.RunError, match=r"margin = 1\.5 .*\[data\] margin = 1\.25"):
+    with pytest.raises(RunError, match=r"margin = 1\.5 .*\[data\] margin = 1\.25"):
         run.train(pipeline, tmp_path / "run")
 
 

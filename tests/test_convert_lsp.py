@@ -18,7 +18,8 @@ from keras_pose.data.dataset import make_dataset
 from keras_pose.keypoints import LSP14
 from keras_pose.pipeline import load_pipeline
 from keras_pose.targets import keypoint_weights
-from keras_pose.training import run
+from keras_pose.training import inputs
+from keras_pose.training.errors import RunError
 
 K = LSP14.num_keypoints
 HEAD_TOP = LSP14.index("head_top")
@@ -362,7 +363,7 @@ def _pipeline(tmp_path, *extra):
 def test_pipeline_step_converts_once_and_points_data_at_records(tmp_path, monkeypatch):
     lspet_set(tmp_path)
     pipeline = _pipeline(tmp_path)
-    prepared = run.prepare_source_data(pipeline)
+    prepared = inputs.prepare_source_data(pipeline)
     records = tmp_path / "records" / "records-64"
     assert prepared.data.train_records == str(records / "train-*.tfrecord")
     assert prepared.data.val_records == str(records / "val-*.tfrecord")
@@ -376,23 +377,23 @@ def test_pipeline_step_converts_once_and_points_data_at_records(tmp_path, monkey
     def fail(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(run.converter, "convert_lsp", fail)
-    again = run.prepare_source_data(pipeline)
+    monkeypatch.setattr(inputs.converter, "convert_lsp", fail)
+    again = inputs.prepare_source_data(pipeline)
     assert dataclasses.asdict(again.data) == dataclasses.asdict(prepared.data)
     # A different range is a different split: converted again.
     with pytest.raises(AssertionError, match="converted again"):
-        run.prepare_source_data(_pipeline(tmp_path, "data.source.val_range=3-4"))
+        inputs.prepare_source_data(_pipeline(tmp_path, "data.source.val_range=3-4"))
     # Records of another converter version (another pixel convention) are not reused.
     manifest["version"] = 2
     (records / "val.manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(AssertionError, match="converted again"):
-        run.prepare_source_data(pipeline)
+        inputs.prepare_source_data(pipeline)
 
 
 def test_pipeline_step_missing_folder_or_range_is_a_clear_error(tmp_path):
-    with pytest.raises(run.RunError, match=r"does not exist; set it with --set "
+    with pytest.raises(RunError, match=r"does not exist; set it with --set "
                                            r"data\.source\.path="):
-        run.prepare_source_data(_pipeline(tmp_path))
+        inputs.prepare_source_data(_pipeline(tmp_path))
     lspet_set(tmp_path)
-    with pytest.raises(run.RunError, match=r"val_range is empty"):
-        run.prepare_source_data(_pipeline(tmp_path, 'data.source.val_range=""'))
+    with pytest.raises(RunError, match=r"val_range is empty"):
+        inputs.prepare_source_data(_pipeline(tmp_path, 'data.source.val_range=""'))

@@ -282,7 +282,7 @@ PREPARE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
     from keras_pose.pipeline import load_pipeline
-    from keras_pose.training.run import prepare_synthetic_data
+    from keras_pose.training.inputs import prepare_synthetic_data
     prepare_synthetic_data(load_pipeline(sys.argv[1], ["train.strategy='default'"]))
 """)
 

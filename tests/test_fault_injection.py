@@ -389,7 +389,7 @@ def tiny_records(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
     from test_run_faults import write_pipeline
 
     from keras_pose.pipeline import load_pipeline
-    from keras_pose.training.run import prepare_synthetic_data
+    from keras_pose.training.inputs import prepare_synthetic_data
 
     directory = tmp_path_factory.mktemp("synthetic_damaged")
     pipeline = load_pipeline(write_pipeline(directory, directory), [])

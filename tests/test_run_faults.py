@@ -56,7 +56,7 @@ base = "{base}"
 def synthetic_dir(tmp_path_factory) -> pathlib.Path:
     """The tiny synthetic dataset and its records, made once for the module (runs reuse it)."""
     from keras_pose.pipeline import load_pipeline
-    from keras_pose.training.run import prepare_synthetic_data
+    from keras_pose.training.inputs import prepare_synthetic_data
 
     directory = tmp_path_factory.mktemp("synthetic")
     pipeline = load_pipeline(write_pipeline(directory, directory), [])

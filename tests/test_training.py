@@ -326,7 +326,8 @@ def _as_lsp14(coco_json: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
 def test_a_run_on_a_keypoint_set_without_oks_sigmas_skips_coco_ap(tmp_path, capsys):
     from keras_pose.data import convert, synthetic
     from keras_pose.pipeline import load_pipeline
-    from keras_pose.training.run import format_summary, train
+    from keras_pose.training.run import train
+    from keras_pose.training.summary import format_summary
 
     splits = synthetic.make_splits(tmp_path / "synthetic", 4, 3, 0, image_size=64,
                                    progress=False)
@@ -390,7 +391,8 @@ def test_a_run_on_a_keypoint_set_without_oks_sigmas_skips_coco_ap(tmp_path, caps
 
 
 def test_summary_shows_the_flip_tested_headline_beside_the_plain_one():
-    from keras_pose.training.run import _metric_summary, format_summary
+    from keras_pose.training.run import _metric_summary
+    from keras_pose.training.summary import format_summary
 
     def report(value, ap):
         return {"metrics": {"metrics": ["pck_torso@0.2"], "pck_torso@0.2": value,

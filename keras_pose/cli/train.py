@@ -64,7 +64,9 @@ def train_main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from keras_pose.pipeline import PipelineError, load_pipeline
-    from keras_pose.training.run import RunError, format_summary, train
+    from keras_pose.training.errors import RunError
+    from keras_pose.training.run import train
+    from keras_pose.training.summary import format_summary
 
     try:
         pipeline = load_pipeline(args.pipeline, args.overrides)
