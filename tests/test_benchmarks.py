@@ -133,6 +133,7 @@ print(counter.get_total_flops())
 """
 
 
+@pytest.mark.slow
 @needs_torch
 def test_keras_flop_count_matches_torchs_own_counter():
     # Torch's counter in a process without TensorFlow: with PyPI's CUDA torch, importing its
@@ -397,6 +398,7 @@ def test_train_table_compares_like_for_like(capsys):
     assert float(fp32[6]) == pytest.approx(24 / 2.2, abs=0.05)
 
 
+@pytest.mark.slow
 def test_worker_protocol_alternates_and_reports(tmp_path):
     """A matmul worker (no model): warm-up, timed steps on request, final statistics."""
     spec = {"kind": "matmul", "size": 64, "repeats": 2}

@@ -350,6 +350,7 @@ JIT_RULES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_xla_is_not_used_across_replicas(tmp_path):
     """Keras 3 jit-compiles the whole distributed step, which fails across devices: ``auto``
     turns XLA off with several replicas and ``true`` is a clear pipeline error."""

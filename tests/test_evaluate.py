@@ -325,6 +325,7 @@ def _reference_poster_accuracy(model, pattern, threshold):
     return metrics.poster_accuracy(heatmaps, target, threshold)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_metrics_option_with_a_heatmap_model(records, heatmap_model_file, tmp_path,
                                                           capsys):
     pattern, manifest = records

@@ -410,6 +410,7 @@ def test_export_cli_exports_a_real_network(run_dir, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_softmax_model_exports_peak_probabilities(tmp_path):
     """A Chained Prediction network trained with the spatial-softmax loss outputs logits; the
     exported ``scores`` are the softmax probabilities at the peaks, in [0, 1], not the logits."""

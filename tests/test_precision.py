@@ -75,10 +75,9 @@ def train_losses(trainer: PoseTrainer, batch: dict, steps: int) -> list[float]:
     return [float(v) for v in history.history["loss"]]
 
 
-@pytest.mark.parametrize("name", [
-    # Tracing and compiling each model's step twice takes 30-60 s on 2 cores (DeepPose ~16 s).
-    name if name == "deeppose" else pytest.param(name, marks=pytest.mark.slow)
-    for name in SMALL])
+@pytest.mark.slow
+# Tracing and compiling each model's step twice takes 30-60 s on 2 cores.
+@pytest.mark.parametrize("name", list(SMALL))
 def test_training_step_compiles_with_and_without_xla(name):
     """Augmentation, targets, network (teacher-forced for Chained Prediction) and loss train
     with jit_compile on and off. (The augmentation draws differ between the two: TF's

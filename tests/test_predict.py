@@ -49,6 +49,7 @@ def test_predict_image_writes_overlay_and_keypoints(keras_file, coco_sample, tmp
     assert not changed[:, :160].any()  # ... only in the crop around the box (x >= 173)
 
 
+@pytest.mark.slow
 def test_predict_directory_and_video(keras_file, coco_sample, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
