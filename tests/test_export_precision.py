@@ -96,6 +96,7 @@ def _conv_dtypes(path) -> set[str]:
     return {tf.dtypes.as_dtype(n.attr["T"].type).name for n in nodes if n.op == "Conv2D"}
 
 
+@pytest.mark.slow  # two saved_model_cli processes: ~20 s on 2 busy cores
 @needs_bfloat16
 def test_bfloat16_export_signatures_metadata_and_graph(exports):
     f32, bf16 = exports["heatmap", FLOAT32], exports["heatmap", BFLOAT16]
