@@ -126,7 +126,7 @@ class ServingFunctions:
         self.folded_model = fold_batch_norms(model)
         if precision != FLOAT32:
             # A copy with weights stored in bfloat16: no per-call weight casts (measured faster
-            # than a mixed_bfloat16 copy, see cast_network). The first conv casts the crops.
+            # than a mixed_bfloat16 copy, see cast_network). Its first layer casts the crops.
             self.folded_model = cast_network(self.folded_model, precision)
         # One traced network (+ decoding) that every signature calls: the model is traced and
         # stored once, not once per signature.
@@ -176,7 +176,7 @@ class ServingFunctions:
         if isinstance(outputs, (list, tuple)):
             outputs = outputs[-1]
         # Decoding (argmax, sub-pixel refinement, coordinates) stays float32: bfloat16 would
-        # round a 256 px coordinate to a whole pixel.
+        # round a coordinate near 256 px to a multiple of 2 px.
         return tf.cast(outputs, tf.float32)
 
     def _check_boxes(self, boxes, count):

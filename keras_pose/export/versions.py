@@ -74,7 +74,7 @@ def export_saved_model(model, *, name: str, base: str | os.PathLike = "saved_mod
         The version directory.
     """
     _validate_name(name)
-    check_precision(precision)
+    check_precision(precision)  # before the model directory is made
     if version is not None and (not isinstance(version, (int, np.integer)) or version < 0):
         raise ExportError(f"version must be an integer >= 0, received version={version!r}")
     model_dir = pathlib.Path(base) / name
