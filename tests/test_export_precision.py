@@ -18,6 +18,7 @@ from keras_pose import export, metrics
 from keras_pose.cli import export_main
 from keras_pose.data.dataset import make_dataset
 from keras_pose.keypoints import COCO17
+from keras_pose.models.fold import cast_network
 from keras_pose.precision import (
     BFLOAT16,
     FLOAT32,
@@ -60,6 +61,23 @@ def test_bfloat16_needs_bfloat16_hardware(tmp_path):
     assert check_precision(FLOAT32, cpu_flags=plain, gpus=[]) is None
     with pytest.raises(PrecisionError, match="float32, bfloat16"):
         check_precision("float16", cpu_flags=plain, gpus=[])
+
+
+def test_cast_network_copies_the_weights_in_bfloat16():
+    model = TinyHeatmapPose(num_keypoints=5, input_size=32, seed=3)
+    copy = cast_network(model, "bfloat16")
+    for layer in model.layers:
+        for original, cast in zip(layer.weights, copy.get_layer(layer.name).weights):
+            assert (original.dtype, cast.dtype) == ("float32", "bfloat16")
+            np.testing.assert_array_equal(_bfloat16(original.numpy()),
+                                          np.asarray(cast.numpy(), np.float64))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(model(images)[-1])
+    output = copy(images)[-1]
+    assert output.dtype == "bfloat16"
+    # Two convs in bfloat16 (8 significant bits): within 2% of the output's range.
+    error = np.abs(np.asarray(tf.cast(output, tf.float32)) - expected)
+    assert error.max() < 0.02 * np.abs(expected).max()
 
 
 @pytest.mark.skipif(HARDWARE is not None, reason="this machine has bfloat16 hardware")
