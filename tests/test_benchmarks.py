@@ -343,6 +343,26 @@ def test_infer_table_compares_each_row_with_the_fastest_baseline_of_its_precisio
     assert [r[5] for r in _rows(out, "PyTorch eager NCHW")] == ["1.20x", "1.00x"]
 
 
+def test_infer_names_the_bfloat16_saved_model_ratio_to_openvino(capsys):
+    ms = 1e-3
+    table = [("keras-pose SavedModel serving_default", FLOAT32, False, 100, 800),
+             (infer.SAVED_MODEL_BFLOAT16, BFLOAT16, False, 50, 300),
+             ("PyTorch eager bf16", BFLOAT16, True, 30, 400),
+             (infer.OPENVINO_BFLOAT16, BFLOAT16, True, 40, 250)]
+    configs = [(label, {"precision": p, "baseline": base}) for label, p, base, _, _ in table]
+    results = {label: {"named_times": {"1": [t1 * ms] * 3, "8": [t8 * ms] * 3},
+                       "peak_rss_mib": 100.0}
+               for label, _, _, t1, t8 in table}
+    infer.report(_infer_args(), [1, 8], configs, results, [], os.getloadavg())
+    out = capsys.readouterr().out
+    # Against OpenVINO's bfloat16 row by name, even where another bfloat16 baseline is faster.
+    assert ("bfloat16 SavedModel at batch 1: 50.0 ms, float32 SavedModel 100.0 ms (2.00x "
+            "faster), OpenVINO bf16 hint 40.0 ms: ratio 1.25x") in out
+    assert "bfloat16 SavedModel at batch 8: 300.0 ms, float32 SavedModel 800.0 ms (2.67x " \
+           "faster), OpenVINO bf16 hint 250.0 ms: ratio 1.20x" in out
+    assert [r[5] for r in _rows(out, infer.SAVED_MODEL_BFLOAT16)] == ["1.67x", "1.20x"]
+
+
 def test_infer_table_without_baselines_has_no_ratio(capsys):
     configs = [("keras-pose SavedModel serving_default", {"precision": FLOAT32})]
     results = {configs[0][0]: {"named_times": {"1": [0.1, 0.1]}, "peak_rss_mib": 1.0}}

@@ -58,7 +58,7 @@ class ConstantCoordinatePose(PoseModel):
     coordinate mapping after the network can be checked by hand.
     """
 
-    def __init__(self, offsets, input_size=(48, 40), **kwargs):
+    def __init__(self, offsets, input_size=(48, 40), shift: float = 0.0, **kwargs):
         offsets = [[float(x), float(y)] for x, y in offsets]
         k = len(offsets)
         inputs = keras.Input((input_size[0], input_size[1], 3), name="images")
@@ -66,11 +66,15 @@ class ConstantCoordinatePose(PoseModel):
         x = keras.layers.Dense(
             2 * k, kernel_initializer="zeros", name="dense",
             bias_initializer=keras.initializers.Constant(
-                [v for pair in offsets for v in pair]))(x)
+                [v + shift for pair in offsets for v in pair]))(x)
+        if shift:
+            # offsets + shift - shift: the same outputs in float32; in bfloat16 (8 significant
+            # bits) a shift of 1000 rounds the offsets away, a network bfloat16 breaks.
+            x = keras.layers.Rescaling(1.0, offset=-shift, name="unshift")(x)
         out = keras.layers.Reshape((k, 2), name="stage_1")(x)
         super().__init__(inputs=inputs, outputs=[out], **kwargs)
         self._output_spec = OutputSpec(COORDINATES, None, "coordinate_l2", ("stage_1",))
-        self.config_ = {"offsets": offsets, "input_size": list(input_size)}
+        self.config_ = {"offsets": offsets, "input_size": list(input_size), "shift": shift}
 
     def get_config(self):
         return {**self.config_, "name": self.name}

@@ -18,10 +18,15 @@ import dataclasses
 import importlib.util
 from collections.abc import Iterable, Sequence
 
-FLOAT32, BFLOAT16 = "float32", "bfloat16"
-# /proc/cpuinfo flags of bfloat16 arithmetic: AMX tiles (Intel Sapphire Rapids and later) or
-# AVX512-BF16 dot products (Intel Cooper Lake, AMD Zen 4 and later).
-BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+# The capability check lives with the export's precision check; re-exported for the benchmarks.
+from keras_pose.precision import (  # noqa: F401
+    BFLOAT16,
+    BFLOAT16_FLAGS,
+    FLOAT32,
+    bfloat16_support,
+    read_cpu_flags,
+)
+
 INSTALL_HINT = "pip install 'keras-pose[bench]'"
 
 
@@ -82,25 +87,6 @@ def precision_of(keras_precision: str) -> str:
     bfloat16 autocast; ``mixed_float16`` has no CPU baseline and maps to itself.
     """
     return {"float32": FLOAT32, "mixed_bfloat16": BFLOAT16}.get(keras_precision, keras_precision)
-
-
-def read_cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
-    """The CPU's feature flags from ``/proc/cpuinfo``; ``None`` where it cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        return None
-    return set()
-
-
-def bfloat16_support(flags: Iterable[str] | None) -> str | None:
-    """The first of :data:`BFLOAT16_FLAGS` the CPU has, or ``None``."""
-    flags = set(flags or ())
-    return next((flag for flag in BFLOAT16_FLAGS if flag in flags), None)
 
 
 def missing_packages(baseline: Baseline) -> list[str]:

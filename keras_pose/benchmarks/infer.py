@@ -5,12 +5,15 @@ Serving runs: crop and resize of the uint8 image, the network, heatmap decoding,
 to image pixels), loaded with ``tf.saved_model.load`` and called through ``serving_default`` on
 uint8 images of the network's input size. Also the bare network in-process as a
 ``tf.function`` with XLA off and on (float32 input, final heatmaps out), and under the
-``mixed_bfloat16`` policy where the CPU has bfloat16 instructions. And the same network exported
-with ``tools/export.py --format`` (``keras_pose.export.formats``: TFLite float32 and int8 on the
-LiteRT interpreter, ONNX on ONNX Runtime), timed through ``export.load_predictor`` on the same
-uint8 images as the SavedModel row (the host crops and decodes with the SavedModel's code; only
-the network runs in the file's runtime); int8 is calibrated on the random benchmark crops, which
-sets its speed, not its accuracy (``tests/test_export_formats.py`` checks that).
+``mixed_bfloat16`` policy where the CPU has bfloat16 instructions; there also the SavedModel
+exported with ``precision="bfloat16"`` (the network in bfloat16, the rest as in float32),
+compared by name with OpenVINO's bfloat16 row (the issue's bound: within 1.2x of it). And the
+same network exported with ``tools/export.py --format`` (``keras_pose.export.formats``: TFLite
+float32 and int8 on the LiteRT interpreter, ONNX on ONNX Runtime), timed through
+``export.load_predictor`` on the same uint8 images as the SavedModel row (the host crops and
+decodes with the SavedModel's code; only the network runs in the file's runtime); int8 is
+calibrated on the random benchmark crops, which sets its speed, not its accuracy
+(``tests/test_export_formats.py`` checks that).
 
 Baselines (``baselines.INFER_BASELINES``; each optional, skipped with a printed reason when its
 package is absent): the PyTorch port (``torch_hourglass.py``) in eager mode (NCHW and
@@ -48,6 +51,9 @@ from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve,
 from keras_pose.resources import peak_rss_mib
 
 MODULE = "keras_pose.benchmarks.infer"
+SAVED_MODEL_BFLOAT16 = "keras-pose SavedModel serving_default bfloat16"
+# The like-for-like row of the bfloat16 SavedModel (issue 15: within 1.2x of it).
+OPENVINO_BFLOAT16 = next(b.label for b in baselines.INFER_BASELINES if b.name == "openvino-bf16")
 
 
 def _build_network(spec: dict):
@@ -86,7 +92,8 @@ def serve_saved_model(spec: dict) -> None:
     try:
         from keras_pose import export
 
-        export.save_saved_model(network, path, keypoint_set=keypoint_set)
+        export.save_saved_model(network, path, keypoint_set=keypoint_set,
+                                precision=spec.get("export_precision", FLOAT32))
         exporter = "keras_pose.export.save_saved_model"
     except ImportError:
         size = spec["input_size"]
@@ -411,12 +418,15 @@ def run(args: argparse.Namespace, registry=baselines.INFER_BASELINES) -> int:
         flags = baselines.read_cpu_flags()
         if args.bfloat16 == "auto":
             if baselines.bfloat16_support(flags):
+                configs.append((SAVED_MODEL_BFLOAT16,
+                                {**base, "kind": "saved_model", "precision": BFLOAT16,
+                                 "export_precision": BFLOAT16}))
                 configs.append(("keras-pose tf.function mixed_bfloat16 (network)",
                                 {**base, "kind": "keras", "jit": False, "precision": BFLOAT16,
                                  "policy": "mixed_bfloat16"}))
             else:
-                skip_notes.append("keras-pose mixed_bfloat16 skipped: this CPU has no bfloat16 "
-                                  "instructions")
+                skip_notes.append("keras-pose bfloat16 SavedModel and mixed_bfloat16 skipped: "
+                                  "this CPU has no bfloat16 instructions")
         extra, notes = file_export_configs(args.formats, base)
         configs += extra
         skip_notes += notes
@@ -509,6 +519,7 @@ def report(args, batches, configs, results, notes, load_before) -> int:
         notes.append(f"SavedModel written by {saved['exporter']}; outputs {saved['outputs']}; "
                      f"it also resizes the uint8 input and decodes keypoints, which the "
                      f"baselines do not")
+    notes += bfloat16_ratio_notes(batches, results)
     if flops:
         notes.append(f"FLOPs: {flops / 1e9:.2f} GFLOP per image (per-layer multiply-adds x 2)")
     for label, spec in configs:
@@ -524,6 +535,29 @@ def report(args, batches, configs, results, notes, load_before) -> int:
         notes.append(f"baselines: {baselines.versions()}")
     common.print_notes(notes, load_before)
     return status
+
+
+def bfloat16_ratio_notes(batches, results) -> list[str]:
+    """The bfloat16 SavedModel against OpenVINO's bfloat16 row and the float32 SavedModel."""
+    ours, openvino = results.get(SAVED_MODEL_BFLOAT16, {}), results.get(OPENVINO_BFLOAT16, {})
+    float32 = results.get("keras-pose SavedModel serving_default", {})
+    notes = []
+    for batch in batches:
+        key = str(batch)
+        if key not in ours.get("named_times", {}):
+            continue
+        mine = common.median(ours["named_times"][key])
+        parts = [f"bfloat16 SavedModel at batch {batch}: {mine * 1e3:.1f} ms"]
+        if key in float32.get("named_times", {}):
+            f32 = common.median(float32["named_times"][key])
+            parts.append(f"float32 SavedModel {f32 * 1e3:.1f} ms ({f32 / mine:.2f}x faster)")
+        if key in openvino.get("named_times", {}):
+            theirs = common.median(openvino["named_times"][key])
+            parts.append(f"{OPENVINO_BFLOAT16} {theirs * 1e3:.1f} ms: ratio "
+                         f"{mine / theirs:.2f}x (target <= 1.2x; the SavedModel also crops and "
+                         "decodes)")
+        notes.append(", ".join(parts))
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:

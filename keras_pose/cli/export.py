@@ -21,6 +21,14 @@ signatures ``serving_default`` (uint8 images), ``serving_boxes`` (+ person boxes
 crop, decode and map keypoints with the SavedModel's code around the LiteRT interpreter or ONNX
 Runtime (``pip install 'keras-pose[export]'``). ``--quantize int8`` calibrates on up to 200
 crops of ``--records``.
+
+``--precision bfloat16`` computes the network in bfloat16 (inputs, decoding and outputs stay
+float32; the signatures are the same). It is refused on a machine without bfloat16 hardware
+(AVX512-BF16 or AMX on the CPU, or an NVIDIA GPU from Ampere on), where it would be emulated:
+less precise and no faster. Before writing, the export scores the float32 and the bfloat16
+graphs on held-out records (the run's ``[data] val_records``, or ``--records``), prints both
+PCK@0.2 and the change, and refuses (exit 1, nothing written) when bfloat16 loses more than
+``--max-pck-drop`` points.
 """
 
 from __future__ import annotations
@@ -54,40 +62,64 @@ def main(argv: list[str] | None = None) -> int:
                         help="saved_model (TF Serving), tflite or onnx (default saved_model)")
     parser.add_argument("--quantize", choices=["float16", "int8"], default=None,
                         help="tflite post-training quantization (int8 needs --records)")
-    parser.add_argument("--records", default=None,
-                        help="TFRecord glob to calibrate --quantize int8 with")
     parser.add_argument("--output", default=None,
                         help="tflite/onnx: folder to write (default <base>/<name>/<format>)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="saved_model: the network's arithmetic (bfloat16: only on "
+                        "bfloat16 hardware)")
+    parser.add_argument("--records", default=None,
+                        help="TFRecord glob: the crops --quantize int8 calibrates with, or the "
+                        "held-out records the bfloat16 PCK change is measured on (default: "
+                        "the run's [data] val_records)")
+    parser.add_argument("--check-records", type=int, default=256,
+                        help="records scored for the bfloat16 PCK change (default 256)")
+    parser.add_argument("--max-pck-drop", type=float, default=0.5,
+                        help="refuse bfloat16 when PCK@0.2 drops by more points (default 0.5)")
     args = parser.parse_args(argv)
-    if args.format == "saved_model" and (args.quantize or args.records or args.output):
-        parser.error("--quantize, --records and --output apply to --format tflite/onnx")
+    if args.format == "saved_model" and (args.quantize or args.output):
+        parser.error("--quantize and --output apply to --format tflite/onnx")
+    if args.format != "saved_model" and args.precision != "float32":
+        parser.error("--precision applies to --format saved_model (tflite: --quantize)")
     if args.quantize and args.format != "tflite":
         parser.error("--quantize applies to --format tflite")
     if args.quantize == "int8" and not args.records:
         parser.error("--quantize int8 needs --records (TFRecords to calibrate with)")
+    if args.check_records < 1:
+        parser.error(f"--check-records must be >= 1, received {args.check_records}")
 
     from keras_pose import export
     from keras_pose.keypoints import get_keypoint_set
+    from keras_pose.precision import FLOAT32, check_precision
 
     try:
+        check_precision(args.precision)  # before loading anything
         loaded = export.load_pose_model(args.model)
         keypoint_set = (get_keypoint_set(args.keypoint_set) if args.keypoint_set
                         else loaded.keypoint_set)
         margin = args.margin if args.margin is not None else loaded.margin
         if args.format != "saved_model":
             return _export_file(args, loaded, keypoint_set, margin)
+        if args.precision != FLOAT32:
+            comparison = _compare_precision(args, loaded, keypoint_set, margin)
+            print(f"precision check: {comparison.summary()}")
+            if comparison.drop_points > args.max_pck_drop:
+                print(f"error: {args.precision} loses {comparison.drop_points:.2f} points of "
+                      f"{comparison.metric}, more than --max-pck-drop {args.max_pck_drop:g}; "
+                      "nothing was exported (export float32)", file=sys.stderr)
+                return 1
         path = export.export_saved_model(
             loaded.model, name=args.name, base=args.base, version=args.version, margin=margin,
             keypoint_set=keypoint_set, flip_test=args.flip_test,
             update_config=not args.no_config, serving_root=args.serving_root,
-            source=str(loaded.path),
+            source=str(loaded.path), precision=args.precision,
         )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"exported {loaded.path} -> {path}")
     print(f"  keypoints: {keypoint_set.name if keypoint_set else loaded.model.num_keypoints}, "
-          f"input {loaded.model.input_size}, margin {margin}, flip test {args.flip_test}")
+          f"input {loaded.model.input_size}, margin {margin}, flip test {args.flip_test}, "
+          f"precision {args.precision}")
     print(f"  signatures: {', '.join(export.SIGNATURES)}")
     if not args.no_config:
         print(f"  models.config: {pathlib.Path(args.base) / export.MODELS_CONFIG}")
@@ -110,3 +142,19 @@ def _export_file(args: argparse.Namespace, loaded, keypoint_set, margin: float) 
           f"{loaded.model.input_size}, margin {margin}, flip test {args.flip_test}")
     print(f"  predict: python tools/predict.py --model {path} --input IMAGE --output OUT")
     return 0
+
+
+def _compare_precision(args: argparse.Namespace, loaded, keypoint_set, margin: float):
+    """PCK of the float32 and ``args.precision`` graphs on the held-out records."""
+    from keras_pose.evaluate.precision import compare_precision
+
+    records = args.records or (loaded.pipeline.data.val_records if loaded.pipeline else "")
+    if not records:
+        raise ValueError(f"--precision {args.precision} measures the PCK change on held-out "
+                         f"records: {args.model} has no run pipeline naming val_records, "
+                         "pass --records")
+    if keypoint_set is None:
+        raise ValueError("the PCK check needs the keypoint set: pass --keypoint-set")
+    return compare_precision(loaded.model, records, keypoint_set=keypoint_set, margin=margin,
+                             precision=args.precision, flip_test=args.flip_test,
+                             max_records=args.check_records)

@@ -16,6 +16,7 @@ from keras_pose.export.graph import ServingFunctions, metadata
 from keras_pose.export.loading import METADATA_FILE, ExportError, load_pose_model
 from keras_pose.export.versions import list_versions
 from keras_pose.keypoints import KEYPOINT_SETS
+from keras_pose.precision import FLOAT32
 from keras_pose.serving import (
     OUTPUTS,
     SIGNATURE_BOXES,
@@ -156,14 +157,27 @@ def load_predictor(path: str | os.PathLike, *, flip_test: bool = False) -> Predi
     if not pathlib_path.exists():
         raise ExportError(f"model not found: {pathlib_path}")
     loaded_model = load_pose_model(pathlib_path)
-    serving = ServingFunctions(loaded_model.model, margin=loaded_model.margin,
-                               keypoint_set=loaded_model.keypoint_set, flip_test=flip_test)
+    return model_predictor(loaded_model.model, margin=loaded_model.margin,
+                           keypoint_set=loaded_model.keypoint_set, flip_test=flip_test,
+                           source=str(loaded_model.path))
+
+
+def model_predictor(model, *, margin: float, keypoint_set, flip_test: bool = False,
+                    source: str | None = None, precision: str = FLOAT32) -> Predictor:
+    """A :class:`Predictor` running a Keras model's serving functions without saving them.
+
+    Args:
+        model: a ``PoseModel``.
+        margin, keypoint_set, flip_test, precision: as for ``ServingFunctions``.
+        source: stored as the metadata's ``source`` and ``path``.
+    """
+    serving = ServingFunctions(model, margin=margin, keypoint_set=keypoint_set,
+                               flip_test=flip_test, precision=precision)
     signatures = serving.input_signatures()
     functions = {
         name: tf.function(function, input_signature=signatures[name], autograph=False)
         for name, function in serving.functions().items()
     }
-    info = metadata(loaded_model.model, loaded_model.keypoint_set, loaded_model.margin,
-                    flip_test, str(loaded_model.path))
-    info["path"] = str(loaded_model.path)
-    return Predictor(functions, info, owner=loaded_model.model)
+    info = metadata(model, keypoint_set, margin, flip_test, source, precision)
+    info["path"] = source
+    return Predictor(functions, info, owner=model)

@@ -25,6 +25,7 @@ from keras_pose.export.loading import (
 )
 from keras_pose.io import write_text_atomic
 from keras_pose.keypoints import KeypointSet
+from keras_pose.precision import FLOAT32, check_precision
 
 
 def list_versions(model_dir: str | os.PathLike) -> list[int]:
@@ -51,7 +52,7 @@ def export_saved_model(model, *, name: str, base: str | os.PathLike = "saved_mod
                        version: int | None = None, margin: float = DEFAULT_MARGIN,
                        keypoint_set: KeypointSet | str | None = None, flip_test: bool = False,
                        update_config: bool = True, serving_root: str | None = None,
-                       source: str | None = None) -> pathlib.Path:
+                       source: str | None = None, precision: str = FLOAT32) -> pathlib.Path:
     """Export ``model`` as ``<base>/<name>/<version>/`` atomically and update models.config.
 
     Args:
@@ -66,11 +67,14 @@ def export_saved_model(model, *, name: str, base: str | os.PathLike = "saved_mod
         update_config: rewrite ``<base>/models.config`` afterwards.
         serving_root: where the server sees ``base`` (see :func:`write_models_config`).
         source: a note stored in the metadata (the checkpoint exported).
+        precision: the network's arithmetic, ``float32`` or ``bfloat16`` (refused without
+            bfloat16 hardware, before anything is written).
 
     Returns:
         The version directory.
     """
     _validate_name(name)
+    check_precision(precision)  # before the model directory is made
     if version is not None and (not isinstance(version, (int, np.integer)) or version < 0):
         raise ExportError(f"version must be an integer >= 0, received version={version!r}")
     model_dir = pathlib.Path(base) / name
@@ -83,7 +87,7 @@ def export_saved_model(model, *, name: str, base: str | os.PathLike = "saved_mod
     try:
         try:
             save_saved_model(model, temp, margin=margin, keypoint_set=keypoint_set,
-                             flip_test=flip_test, source=source)
+                             flip_test=flip_test, source=source, precision=precision)
         except Exception as error:
             if not _is_write_failure(error):
                 raise
