@@ -141,6 +141,7 @@ def test_saved_model_cli_shows_signatures(exports):
             "keypoints": ("DT_FLOAT", "(-1,17,2)"), "scores": ("DT_FLOAT", "(-1,17)")}
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_matches_keras(exports, tmp_path):
     image = _image()
     box = np.array([[20.0, 25.0, 40.0, 50.0]], np.float32)

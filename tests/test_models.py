@@ -63,7 +63,12 @@ def as_list(outputs):
                                                       else [outputs])]
 
 
-@pytest.mark.parametrize("key", sorted(SMALL))
+# Variants that repeat another's layers (the ResNet-34 backbone, the MSE chain, the second
+# hourglass flavour) run in the slow tier.
+@pytest.mark.parametrize("key", [
+    pytest.param(key, marks=pytest.mark.slow)
+    if key in ("deeppose_resnet34", "chained_mse", "hourglass_nj") else key
+    for key in sorted(SMALL)])
 def test_every_trainable_weight_gets_a_gradient(key):
     model = small_model(key)
     images = tf.constant(random_images(model))
@@ -102,7 +107,8 @@ def _fed_maps(outputs: np.ndarray, loss: str) -> np.ndarray:
     return (p * 50.0).reshape(outputs.shape)  # any positive scale: the teacher path normalizes
 
 
-@pytest.mark.parametrize("key", ["chained_softmax", "chained_mse"])
+@pytest.mark.parametrize("key", ["chained_softmax",
+                                 pytest.param("chained_mse", marks=pytest.mark.slow)])
 def test_chained_teacher_forcing_agrees_with_inference(key, tmp_path):
     model = small_model(key)
     images = random_images(model)
