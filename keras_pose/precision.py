@@ -49,6 +49,7 @@ def bfloat16_support(flags: Iterable[str] | None) -> str | None:
 
 def gpu_capabilities() -> list[tuple[int, int]]:
     """The compute capability of each visible GPU (empty without one)."""
+    # TensorFlow only here: the CPU check serves the benchmarks' non-TensorFlow workers too.
     import tensorflow as tf
 
     capabilities = []

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from keras_pose.benchmarks import baselines, infer, memory, train
-from keras_pose.benchmarks.baselines import BFLOAT16, FLOAT32, Baseline
+from keras_pose.benchmarks.baselines import Baseline
 from keras_pose.benchmarks.workers import Worker, WorkerError, alternate
 from keras_pose.models import build_model
+from keras_pose.precision import BFLOAT16, FLOAT32, bfloat16_support, read_cpu_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -253,13 +254,13 @@ def test_cpu_flags_decide_bfloat16(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU\n"
                        "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n\n")
-    flags = baselines.read_cpu_flags(str(cpuinfo))
+    flags = read_cpu_flags(str(cpuinfo))
     assert {"avx512_bf16", "amx_bf16"} <= flags
-    assert baselines.bfloat16_support(flags) == "amx_bf16"
-    assert baselines.bfloat16_support({"avx512f", "avx512_bf16"}) == "avx512_bf16"
-    assert baselines.bfloat16_support({"avx512f", "avx2"}) is None
-    assert baselines.read_cpu_flags(str(tmp_path / "missing")) is None
-    assert baselines.bfloat16_support(None) is None
+    assert bfloat16_support(flags) == "amx_bf16"
+    assert bfloat16_support({"avx512f", "avx512_bf16"}) == "avx512_bf16"
+    assert bfloat16_support({"avx512f", "avx2"}) is None
+    assert read_cpu_flags(str(tmp_path / "missing")) is None
+    assert bfloat16_support(None) is None
 
 
 def test_registries_pair_every_keras_precision_with_a_baseline():

@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from collections.abc import Iterable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
-# The capability check lives with the export's precision check; re-exported for the benchmarks.
-from keras_pose.precision import (  # noqa: F401
+from keras_pose.precision import (
     BFLOAT16,
     BFLOAT16_FLAGS,
     FLOAT32,
@@ -142,7 +142,6 @@ def fastest(medians: dict[str, tuple[str, float]]) -> dict[str, tuple[str, float
 
 def versions() -> str:
     """Versions of the installed baseline packages, for the notes."""
-    from importlib.metadata import PackageNotFoundError, version
 
     found = []
     for package in ("torch", "onnxruntime", "openvino"):

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from keras_pose.precision import bfloat16_support, read_cpu_flags
+
 
 def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; return seconds per call.
@@ -50,9 +52,8 @@ def cpu_model(path: str = "/proc/cpuinfo") -> str:
 
 
 def machine_description() -> str:
+    # TensorFlow only here: the PyTorch, ONNX Runtime and OpenVINO workers never load it.
     import tensorflow as tf
-
-    from keras_pose.benchmarks.baselines import bfloat16_support, read_cpu_flags
 
     bf16 = bfloat16_support(read_cpu_flags())
     gpus = tf.config.list_physical_devices("GPU")

@@ -38,7 +38,6 @@ import os
 import sys
 
 from keras_pose.benchmarks import baselines, common
-from keras_pose.benchmarks.baselines import BFLOAT16, FLOAT32
 from keras_pose.benchmarks.train import (
     HOURGLASSES,
     MODELS,
@@ -48,6 +47,7 @@ from keras_pose.benchmarks.train import (
     torch_threads,
 )
 from keras_pose.benchmarks.workers import Worker, WorkerError, alternate, serve, worker_main
+from keras_pose.precision import BFLOAT16, FLOAT32, bfloat16_support, read_cpu_flags
 from keras_pose.resources import peak_rss_mib
 
 MODULE = "keras_pose.benchmarks.infer"
@@ -415,9 +415,9 @@ def run(args: argparse.Namespace, registry=baselines.INFER_BASELINES) -> int:
         for jit in jits:
             configs.append((f"keras-pose tf.function jit={'on' if jit else 'off'} (network)",
                             {**base, "kind": "keras", "jit": jit, "precision": FLOAT32}))
-        flags = baselines.read_cpu_flags()
+        flags = read_cpu_flags()
         if args.bfloat16 == "auto":
-            if baselines.bfloat16_support(flags):
+            if bfloat16_support(flags):
                 configs.append((SAVED_MODEL_BFLOAT16,
                                 {**base, "kind": "saved_model", "precision": BFLOAT16,
                                  "export_precision": BFLOAT16}))
