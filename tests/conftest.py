@@ -18,6 +18,13 @@ COCO_SAMPLE = SHARED / "data" / "coco_sample"
 MPII_SAMPLE = SHARED / "data" / "mpii_sample"
 LSPET = SHARED / "data" / "lspet"
 
+# Under pytest-xdist each worker gets its share of the cores for TensorFlow's op threads
+# (set before anything imports TensorFlow): two workers with a pool of every core each
+# oversubscribe them, and measured 26% slower on the compute-heavy tests of a 2-core machine.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(
+        1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 # The serving tests' exported model and TF Serving test double (`base`, `server`).
 pytest_plugins = ["serving_fixtures"]
 
@@ -47,3 +54,13 @@ def lspet_data() -> pathlib.Path:
     if not (LSPET / "joints.mat").exists():
         pytest.skip(f"LSPET data not found at {LSPET} (../shared is absent)")
     return LSPET
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most slow tests first (stable otherwise): pytest-xdist hands out whole
+    files in this order, so the long ones start early and the two workers finish together
+    instead of one running the last long file alone."""
+    slow = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])

@@ -92,7 +92,7 @@ def calibration_crops(serving: ServingFunctions, records: str, count: int = CALI
     crop is the margin square of a centred box), with the serving graph's own crop."""
     try:
         manifest = dataset_lib.read_manifest(records)
-        num_keypoints = KEYPOINT_SETS[manifest["keypoint_set"]].num_keypoints
+        num_keypoints = KEYPOINT_SETS[manifest.keypoint_set].num_keypoints
     except (FileNotFoundError, ValueError, KeyError):
         num_keypoints = serving.num_keypoints
     dataset = dataset_lib.make_dataset(records, batch_size=1, num_keypoints=num_keypoints,
