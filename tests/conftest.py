@@ -33,6 +33,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 @pytest.fixture(scope="session")
+def hourglass_file(tmp_path_factory) -> pathlib.Path:
+    """An untrained 1-stack hourglass (17 keypoints, 64 px, batch norms to fold), saved as a
+    ``.keras`` file, for the tests of tools that load a model file."""
+    # Imported here: this module must set the worker's TensorFlow threads before TF loads.
+    from keras_pose.models import build_model
+
+    path = tmp_path_factory.mktemp("model") / "hourglass.keras"
+    build_model("stacked_hourglass", num_keypoints=17, input_shape=(64, 64, 3), num_stacks=1,
+                num_features=16, depth=2).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def coco_sample() -> pathlib.Path:
     """The 4 real COCO val2017 images and their annotations, or a skip saying why."""
     if not (COCO_SAMPLE / "person_keypoints_sample.json").exists():

@@ -161,17 +161,6 @@ def synthetic(tmp_path_factory):
             "val": str(root / "records" / "val-*.tfrecord"), "splits": splits}
 
 
-@pytest.fixture(scope="module")
-def hourglass_file(tmp_path_factory):
-    """An untrained small hourglass (batch norms to fold) as a .keras file."""
-    from keras_pose.models import build_model
-
-    path = tmp_path_factory.mktemp("model") / "hourglass.keras"
-    build_model("stacked_hourglass", num_keypoints=17, input_shape=(64, 64, 3), num_stacks=1,
-                num_features=16, depth=2).save(path)
-    return path
-
-
 def _results(directory) -> np.ndarray:
     """The COCO results' keypoints, in record order (the evaluation reads records in order)."""
     results = json.loads((pathlib.Path(directory) / "results.json").read_text())

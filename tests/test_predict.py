@@ -15,27 +15,17 @@ from keras_pose.cli import predict_main
 from keras_pose.cli.predict import PANEL_HEIGHT
 
 
-@pytest.fixture(scope="module")
-def keras_file(tmp_path_factory):
-    from keras_pose.models import build_model
-
-    path = tmp_path_factory.mktemp("model") / "hourglass.keras"
-    build_model("stacked_hourglass", num_keypoints=17, input_shape=(64, 64, 3), num_stacks=1,
-                num_features=16, depth=2).save(path)
-    return path
-
-
-def test_predict_image_writes_overlay_and_keypoints(keras_file, coco_sample, tmp_path):
+def test_predict_image_writes_overlay_and_keypoints(hourglass_file, coco_sample, tmp_path):
     image_path = coco_sample / "images" / "000000000785.jpg"
     box = [280.79, 44.73, 218.7, 346.68]  # the annotated person
     out = tmp_path / "out"
-    status = predict_main(["--model", str(keras_file), "--input", str(image_path),
+    status = predict_main(["--model", str(hourglass_file), "--input", str(image_path),
                            "--output", str(out), "--box", ",".join(map(str, box))])
     assert status == 0
     report = json.loads((out / "keypoints.json").read_text())
     assert report["keypoint_set"] == "coco17" and len(report["images"]) == 1
     points = np.asarray(report["images"][0]["keypoints"])
-    expected = export.load_predictor(keras_file).predict(
+    expected = export.load_predictor(hourglass_file).predict(
         cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB), box)["keypoints"][0]
     np.testing.assert_allclose(points, expected, atol=1e-3)
     # Every keypoint lies in the square crop around the box (1.25 x its longer side).
@@ -50,7 +40,7 @@ def test_predict_image_writes_overlay_and_keypoints(keras_file, coco_sample, tmp
 
 
 @pytest.mark.slow
-def test_predict_directory_and_video(keras_file, coco_sample, tmp_path):
+def test_predict_directory_and_video(hourglass_file, coco_sample, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for name in ("000000040083.jpg", "000000196141.jpg"):
@@ -62,7 +52,7 @@ def test_predict_directory_and_video(keras_file, coco_sample, tmp_path):
         writer.write(rng.integers(0, 255, size=(80, 96, 3), dtype=np.uint8))
     writer.release()
     out = tmp_path / "out"
-    assert predict_main(["--model", str(keras_file), "--input", str(inputs), "--output",
+    assert predict_main(["--model", str(hourglass_file), "--input", str(inputs), "--output",
                          str(out), "--batch-size", "4"]) == 0
     report = json.loads((out / "keypoints.json").read_text())
     assert [pathlib.Path(i["image"]).name for i in report["images"]] == [
@@ -79,18 +69,18 @@ def test_predict_directory_and_video(keras_file, coco_sample, tmp_path):
     assert not list(out.glob(".*tmp*"))  # the temporary video was renamed
 
 
-def test_predict_reports_bad_input(keras_file, tmp_path, capsys):
-    assert predict_main(["--model", str(keras_file), "--input", str(tmp_path / "none.jpg"),
+def test_predict_reports_bad_input(hourglass_file, tmp_path, capsys):
+    assert predict_main(["--model", str(hourglass_file), "--input", str(tmp_path / "none.jpg"),
                          "--output", str(tmp_path / "o")]) == 2
     assert "input not found" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
-    assert predict_main(["--model", str(keras_file), "--input", str(tmp_path),
+    assert predict_main(["--model", str(hourglass_file), "--input", str(tmp_path),
                          "--output", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sample, tmp_path,
+def test_predict_with_ground_truth_draws_pairs_and_a_grid(hourglass_file, coco_sample, tmp_path,
                                                           capsys):
     annotations = coco_sample / "person_keypoints_sample.json"
     truth = json.loads(annotations.read_text())
@@ -100,13 +90,13 @@ def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sampl
         persons.setdefault(names[ann["image_id"]], []).append(ann)
     out = tmp_path / "out"
     grid = tmp_path / "grid.png"
-    assert predict_main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
+    assert predict_main(["--model", str(hourglass_file), "--input", str(coco_sample / "images"),
                          "--annotations", str(annotations), "--output", str(out),
                          "--grid", str(grid), "--grid-columns", "3", "--limit", "3"]) == 0
     report = json.loads((out / "keypoints.json").read_text())
     shown = [pathlib.Path(entry["image"]).name for entry in report["images"]]
     assert shown == sorted(names.values())[:3]
-    predictor = export.load_predictor(keras_file)
+    predictor = export.load_predictor(hourglass_file)
     pairs = 0
     for entry, name in zip(report["images"], shown):
         assert len(entry["persons"]) == len(persons[name])
@@ -132,5 +122,5 @@ def test_predict_with_ground_truth_draws_pairs_and_a_grid(keras_file, coco_sampl
     assert f"({pairs} persons)" in capsys.readouterr().out
     # A grid needs ground truth to pair the predictions with.
     with pytest.raises(SystemExit):
-        predict_main(["--model", str(keras_file), "--input", str(coco_sample / "images"),
+        predict_main(["--model", str(hourglass_file), "--input", str(coco_sample / "images"),
                       "--output", str(out), "--grid", str(grid)])
