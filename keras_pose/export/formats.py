@@ -248,28 +248,16 @@ class _NetworkSpec:
 class HostServingFunctions(ServingFunctions):
     """The serving functions with the network call sent to a file's runtime.
 
-    ``ServingFunctions.__init__`` folds a Keras model; here there is none, so this sets the
-    attributes the graph pieces read (the same checks as there) and replaces ``_final``.
+    ``ServingFunctions.__init__`` folds a Keras model; here there is none, so this configures
+    the graph pieces from the export's metadata and replaces ``_final``.
     """
 
     def __init__(self, network: Callable[[np.ndarray], np.ndarray], info: dict):
-        spec = _NetworkSpec(info)
         name = info.get("keypoint_set")
-        self.model = spec
-        self.margin = float(info["margin"])
-        self.keypoint_set = KEYPOINT_SETS.get(name) if name else None
-        self.flip_test = bool(info.get("flip_test"))
-        if self.flip_test and self.keypoint_set is None:
-            raise ExportError("flip_test needs the keypoint set (its left/right pairs)")
-        self.refine = "quarter"
-        self.input_size = spec.input_size
-        self.num_keypoints = spec.num_keypoints
+        self._configure(_NetworkSpec(info), margin=float(info["margin"]),
+                        keypoint_set=KEYPOINT_SETS.get(name) if name else None,
+                        flip_test=bool(info.get("flip_test")), refine="quarter")
         self.network = network
-        self._network = tf.function(
-            self._network_and_decode,
-            input_signature=[tf.TensorSpec([None, *self.input_size, 3], tf.float32)],
-            autograph=False,
-        )
 
     def _final(self, images):
         output = tf.numpy_function(self.network, [images], tf.float32, stateful=True)
@@ -311,12 +299,7 @@ def load_file_functions(path: str | os.PathLike, num_threads: int | None = None
     if missing:
         raise ExportError(f"{info_file}: missing fields {missing}")
     network = NETWORKS[file_format](path, num_threads)
-    serving = HostServingFunctions(network, info)
-    signatures = serving.input_signatures()
-    functions = {
-        name: tf.function(function, input_signature=signatures[name], autograph=False)
-        for name, function in serving.functions().items()
-    }
+    functions = HostServingFunctions(network, info).traced_functions()
     info["path"] = str(path)
     return functions, info, network
 

@@ -102,6 +102,23 @@ class ServingFunctions:
                  keypoint_set: KeypointSet | None = None, flip_test: bool = False,
                  refine: str = "quarter", precision: str = FLOAT32):
         check_precision(precision)
+        self._configure(model, margin=margin, keypoint_set=keypoint_set, flip_test=flip_test,
+                        refine=refine)
+        self.precision = precision
+        # The graph runs the network with its batch norms folded into the convs: same outputs
+        # to float rounding, about 10% less latency (keras_pose/models/fold.py). It is a
+        # snapshot of the weights: build a new ServingFunctions after further training.
+        self.folded_model = fold_batch_norms(model)
+        if precision != FLOAT32:
+            # A copy with weights stored in bfloat16: no per-call weight casts (measured faster
+            # than a mixed_bfloat16 copy, see cast_network). Its first layer casts the crops.
+            self.folded_model = cast_network(self.folded_model, precision)
+
+    def _configure(self, model, *, margin: float, keypoint_set: KeypointSet | None,
+                   flip_test: bool, refine: str) -> None:
+        """Check the options and set what the graph pieces read; ``model`` needs only
+        ``input_size``, ``num_keypoints`` and ``output_spec`` (subclasses that run the network
+        elsewhere pass a description of it)."""
         if not margin > 0:
             raise ExportError(f"margin must be > 0, received margin={margin}")
         if flip_test and keypoint_set is None:
@@ -118,16 +135,6 @@ class ServingFunctions:
         self.refine = refine
         self.input_size = tuple(model.input_size)
         self.num_keypoints = int(model.num_keypoints)
-        self.precision = precision
-
-        # The graph runs the network with its batch norms folded into the convs: same outputs
-        # to float rounding, about 10% less latency (keras_pose/models/fold.py). It is a
-        # snapshot of the weights: build a new ServingFunctions after further training.
-        self.folded_model = fold_batch_norms(model)
-        if precision != FLOAT32:
-            # A copy with weights stored in bfloat16: no per-call weight casts (measured faster
-            # than a mixed_bfloat16 copy, see cast_network). Its first layer casts the crops.
-            self.folded_model = cast_network(self.folded_model, precision)
         # One traced network (+ decoding) that every signature calls: the model is traced and
         # stored once, not once per signature.
         self._network = tf.function(
@@ -168,6 +175,13 @@ class ServingFunctions:
             SIGNATURE_BYTES: serving_bytes,
             SIGNATURE_BYTES_BOXES: serving_bytes_boxes,
         }
+
+    def traced_functions(self) -> dict[str, Any]:
+        """:meth:`functions` as ``tf.function`` s with their input signatures, to call
+        in-process as a loaded SavedModel's signatures are called."""
+        signatures = self.input_signatures()
+        return {name: tf.function(function, input_signature=signatures[name], autograph=False)
+                for name, function in self.functions().items()}
 
     # The graph pieces.
 

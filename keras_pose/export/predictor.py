@@ -173,11 +173,6 @@ def model_predictor(model, *, margin: float, keypoint_set, flip_test: bool = Fal
     """
     serving = ServingFunctions(model, margin=margin, keypoint_set=keypoint_set,
                                flip_test=flip_test, precision=precision)
-    signatures = serving.input_signatures()
-    functions = {
-        name: tf.function(function, input_signature=signatures[name], autograph=False)
-        for name, function in serving.functions().items()
-    }
     info = metadata(model, keypoint_set, margin, flip_test, source, precision)
     info["path"] = source
-    return Predictor(functions, info, owner=model)
+    return Predictor(serving.traced_functions(), info, owner=model)
