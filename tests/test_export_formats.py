@@ -1,5 +1,6 @@
 """TFLite and ONNX exports: the file's network matches Keras, the Predictor on it matches the
-SavedModel's, int8 keeps PCK, and the CLIs take the files."""
+SavedModel's, and the CLIs take the files (int8's accuracy on a trained network:
+``tests/test_learning.py``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ pytest.importorskip("tf2onnx", reason="ONNX export tests need tf2onnx")
 
 # (format, quantize) of the float exports.
 FLOAT_EXPORTS = [("tflite", None), ("tflite", "float16"), ("onnx", None)]
-INT8_TRAIN_STEPS = 200
 
 
 @pytest.fixture(scope="module")
@@ -197,44 +197,3 @@ def test_cli_export_then_predict_and_evaluate_the_file(hourglass_file, synthetic
     assert evaluate_main(["--model", str(hourglass_file), *common,
                           "--output", str(tmp_path / "k")]) == 0
     np.testing.assert_allclose(_results(tmp_path / "f"), _results(tmp_path / "k"), atol=1e-2)
-
-
-@pytest.mark.slow
-def test_int8_keeps_pck_on_held_out_figures(synthetic, tmp_path):
-    """Train a small hourglass briefly, export it int8 (calibrated on the train records) and
-    score the held-out figures: PCK within 3 points of the float model's.
-
-    What fits the time budget is weak: measured float PCK@0.2 torso 0.052, int8 0.049 (200
-    steps, about 2 min on 2 loaded cores), so this checks the calibrated int8 path end to end
-    more than int8's accuracy on a well-trained network.
-    """
-    from keras_pose import evaluate
-    from keras_pose.pipeline import load_pipeline
-    from keras_pose.training.run import train
-
-    pipeline = load_pipeline(None, [
-        'name="int8"', 'model.name="stacked_hourglass"', "model.input_size=64",
-        "model.options={num_stacks=1, num_features=32, depth=2}", "data.crop_size=64",
-        "data.shuffle_buffer=64", f'data.train_records="{synthetic["train"]}"',
-        f'data.val_records="{synthetic["val"]}"', "augment.flip_prob=0.0", "targets.sigma=1.0",
-        'optimizer.name="adam"', "optimizer.learning_rate=2e-3", 'schedule.kind="constant"',
-        "train.batch_size=16", "train.epochs=1", f"train.steps_per_epoch={INT8_TRAIN_STEPS}",
-        "callbacks.pck_every=0", "callbacks.images_every=0", "export.enabled=false",
-    ])
-    train(pipeline, tmp_path / "run", verbose=0)
-    assert export_main(["--model", str(tmp_path / "run"), "--name", "q", "--base",
-                        str(tmp_path), "--format", "tflite", "--quantize", "int8",
-                        "--records", synthetic["train"]]) == 0
-    path = tmp_path / "q" / "tflite_int8" / "model.tflite"
-    # Quantized: the convolutions' inputs and weights are int8 tensors.
-    interpreter = formats.TFLiteNetwork(path).interpreter
-    dtypes = [detail["dtype"] for detail in interpreter.get_tensor_details()]
-    assert dtypes.count(np.int8) > len(dtypes) / 2
-
-    scores = {}
-    for name, model in (("float", tmp_path / "run"), ("int8", path)):
-        predictions, keypoint_set = evaluate.predict_model_records(
-            model, synthetic["val"], flip_test=False)
-        scores[name] = evaluate.metric_report(predictions, keypoint_set)["pck_torso@0.2"]
-    print(f"held-out PCK@0.2 torso: float {scores['float']:.3f}, int8 {scores['int8']:.3f}")
-    assert abs(scores["int8"] - scores["float"]) <= 0.03, scores
