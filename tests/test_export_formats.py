@@ -75,6 +75,34 @@ def test_file_network_matches_the_keras_model(exported, heatmap_model, fmt, quan
         assert np.abs(got - expected).max() <= 1e-3 * np.abs(expected).max()
 
 
+def test_dynamic_quantization_keeps_int8_weights_and_float_activations(heatmap_model, exported,
+                                                                     tmp_path):
+    """``--quantize dynamic``: the convolution kernels are int8 in the file (TFLite leaves
+    those under 1,024 weights float), nothing else is (activations between ops stay float32),
+    and the heatmaps stay close to Keras's (int8 arithmetic inside each convolution)."""
+    path = export.export_file(heatmap_model, tmp_path / "dynamic", file_format="tflite",
+                              quantize="dynamic", margin=1.25, keypoint_set=COCO17)
+
+    def kernel_sizes(network, dtype):
+        details = network.interpreter.get_tensor_details()
+        return sorted(int(np.prod(d["shape"])) for d in details
+                      if d["dtype"] == dtype and len(d["shape"]) == 4 and d["shape"][0] > 1)
+
+    float_file = formats.TFLiteNetwork(exported["files"][("tflite", None)])
+    details = formats.TFLiteNetwork(path).interpreter.get_tensor_details()
+    int8_sizes = sorted(int(np.prod(d["shape"])) for d in details if d["dtype"] == np.int8)
+    # The float file's 4-D constants with more than one output channel are the kernels; the
+    # activations have batch 1 there.
+    assert int8_sizes and int8_sizes == [size for size in kernel_sizes(float_file, np.float32)
+                                         if size >= 1024]
+    crops = _crops(4, 64, 64, seed=4)
+    expected = np.asarray(heatmap_model(crops, training=False))
+    got = _network(path)(crops)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    # Measured: 0.6-0.8 % of the heatmap maximum (untrained weights, smooth random crops).
+    assert np.abs(got - expected).max() <= 0.03 * np.abs(expected).max()
+
+
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_coordinate_model_file_matches_keras(tmp_path, fmt):
     model = TinyCoordinatePose(num_keypoints=17, input_size=(64, 48), seed=2)

@@ -302,6 +302,8 @@ SERVERS = {"saved_model": serve_saved_model, "keras": serve_keras_function,
 FILE_EXPORTS = {
     "tflite": ("keras-pose TFLite float32 (LiteRT, Predictor)", "tflite", None, FLOAT32,
                ("ai_edge_litert",)),
+    "tflite_dynamic": ("keras-pose TFLite dynamic int8 (LiteRT, Predictor)", "tflite",
+                       "dynamic", "int8", ("ai_edge_litert",)),
     "tflite_int8": ("keras-pose TFLite int8 (LiteRT, Predictor)", "tflite", "int8", "int8",
                     ("ai_edge_litert",)),
     "onnx": ("keras-pose ONNX (ONNX Runtime, Predictor)", "onnx", None, FLOAT32,
@@ -353,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default="all",
                         help="comma-separated names, 'all' or 'none'; names: "
                              + ", ".join(b.name for b in baselines.INFER_BASELINES))
-    parser.add_argument("--formats", default="tflite,tflite_int8,onnx",
+    parser.add_argument("--formats", default="tflite,tflite_dynamic,tflite_int8,onnx",
                         help="exported files to time through the Predictor, comma-separated, "
                              "or 'none'; names: " + ", ".join(FILE_EXPORTS))
     parser.add_argument("--timeout", type=float, default=900.0)

@@ -27,7 +27,7 @@ number when complete. ``<base>/models.config`` (TF Serving's ``--model_config_fi
 rewritten, also atomically, to list every model under ``<base>`` that has a version.
 
 TFLite and ONNX exports (``formats``) hold the network alone in
-``<base>/<name>/tflite/model.tflite`` (``tflite_float16``, ``tflite_int8``) or
+``<base>/<name>/tflite/model.tflite`` (``tflite_float16``, ``tflite_dynamic``, ``tflite_int8``) or
 ``<base>/<name>/onnx/model.onnx`` beside
 ``keras_pose.json``; the host runs the rest of the same graph around the LiteRT interpreter or
 ONNX Runtime, so a ``Predictor`` on them has the same signatures.

@@ -40,7 +40,11 @@ from keras_pose.outputs import OutputSpec
 TFLITE = "tflite"
 ONNX = "onnx"
 FORMATS = (TFLITE, ONNX)
-QUANTIZATIONS = ("float16", "int8")
+# float16: float16 weights. dynamic: int8 weights, activations quantized per call from their
+# own range, float32 between ops (accuracy of float32, measured; about 3x faster on a CPU).
+# int8: full integer (weights and activations, ranges calibrated on --records), what integer-only
+# accelerators need; measured to lose PCK on hourglasses (the README, "TFLite and ONNX files").
+QUANTIZATIONS = ("float16", "dynamic", "int8")
 MODEL_FILES = {TFLITE: "model.tflite", ONNX: "model.onnx"}
 FORMAT_OF_SUFFIX = {".tflite": TFLITE, ".onnx": ONNX}
 ONNX_OPSET = 17
@@ -61,7 +65,7 @@ def _require(module: str, package: str, what: str):
 
 
 def format_name(file_format: str, quantize: str | None = None) -> str:
-    """The export's directory name: ``tflite``, ``tflite_float16``, ``tflite_int8`` or ``onnx``."""
+    """The export's directory name: ``tflite``, ``tflite_<quantize>`` or ``onnx``."""
     if file_format not in FORMATS:
         raise ExportError(f"format must be one of {FORMATS}, received {file_format!r}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -115,9 +119,11 @@ def convert_tflite(serving: ServingFunctions, quantize: str | None = None,
     """The network as a ``.tflite`` flatbuffer (builtin ops only).
 
     Args:
-        quantize: ``None`` (float32), ``"float16"`` (float16 weights, float32 compute on CPU) or
-            ``"int8"`` (post-training full-integer quantization of the network, float32 input
-            and output; needs ``calibration``).
+        quantize: ``None`` (float32), ``"float16"`` (float16 weights, float32 compute on CPU),
+            ``"dynamic"`` (int8 weights; each int8 op quantizes its input at run time from
+            that input's range and returns float32) or ``"int8"`` (post-training
+            full-integer quantization of the network, float32 input and output; needs
+            ``calibration``).
         calibration: int8 representative crops, from :func:`calibration_crops`.
     """
     function = network_function(serving)
@@ -127,6 +133,8 @@ def convert_tflite(serving: ServingFunctions, quantize: str | None = None,
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: dynamic
     elif quantize == "int8":
         if not calibration:
             raise ExportError("int8 quantization needs calibration crops (--records)")
