@@ -22,7 +22,8 @@ folders) or ``--output``.
 ``tools/predict.py`` and ``tools/evaluate.py`` take the file (or its folder) as ``--model``: they
 crop, decode and map keypoints with the SavedModel's code around the LiteRT interpreter or ONNX
 Runtime (``pip install 'keras-pose[export]'``). ``--quantize dynamic`` stores int8 weights and
-quantizes each int8 op's input at run time (float32's accuracy on a CPU, about 3x faster);
+quantizes each int8 op's input at run time (float32's accuracy, about 2x faster than float32 in
+LiteRT on a CPU);
 ``--quantize int8`` is full integer, for integer-only accelerators, calibrated on up to 200
 crops of ``--records``; it can lose accuracy, so score the file with ``tools/evaluate.py``.
 

@@ -41,7 +41,8 @@ TFLITE = "tflite"
 ONNX = "onnx"
 FORMATS = (TFLITE, ONNX)
 # float16: float16 weights. dynamic: int8 weights, activations quantized per call from their
-# own range, float32 between ops (accuracy of float32, measured; about 3x faster on a CPU).
+# own range, float32 between ops (float32's accuracy, measured; about 2x faster than float32 in
+# LiteRT on a CPU).
 # int8: full integer (weights and activations, ranges calibrated on --records), what integer-only
 # accelerators need; measured to lose PCK on hourglasses (the README, "TFLite and ONNX files").
 QUANTIZATIONS = ("float16", "dynamic", "int8")
