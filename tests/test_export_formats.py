@@ -83,18 +83,17 @@ def test_dynamic_quantization_keeps_int8_weights_and_float_activations(heatmap_m
     path = export.export_file(heatmap_model, tmp_path / "dynamic", file_format="tflite",
                               quantize="dynamic", margin=1.25, keypoint_set=COCO17)
 
-    def kernel_sizes(network, dtype):
-        details = network.interpreter.get_tensor_details()
-        return sorted(int(np.prod(d["shape"])) for d in details
-                      if d["dtype"] == dtype and len(d["shape"]) == 4 and d["shape"][0] > 1)
+    def sizes(file, keep):
+        details = formats.TFLiteNetwork(file).interpreter.get_tensor_details()
+        return sorted(int(np.prod(d["shape"])) for d in details if keep(d))
 
-    float_file = formats.TFLiteNetwork(exported["files"][("tflite", None)])
-    details = formats.TFLiteNetwork(path).interpreter.get_tensor_details()
-    int8_sizes = sorted(int(np.prod(d["shape"])) for d in details if d["dtype"] == np.int8)
-    # The float file's 4-D constants with more than one output channel are the kernels; the
-    # activations have batch 1 there.
-    assert int8_sizes and int8_sizes == [size for size in kernel_sizes(float_file, np.float32)
-                                         if size >= 1024]
+    int8_sizes = sizes(path, lambda d: d["dtype"] == np.int8)
+    # The float file's 4-D float32 tensors with more than one output channel are the kernels;
+    # its activations have batch 1.
+    kernels = sizes(exported["files"][("tflite", None)],
+                    lambda d: d["dtype"] == np.float32 and len(d["shape"]) == 4
+                    and d["shape"][0] > 1)
+    assert int8_sizes and int8_sizes == [size for size in kernels if size >= 1024]
     crops = _crops(4, 64, 64, seed=4)
     expected = np.asarray(heatmap_model(crops, training=False))
     got = _network(path)(crops)

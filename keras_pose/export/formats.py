@@ -40,11 +40,7 @@ from keras_pose.outputs import OutputSpec
 TFLITE = "tflite"
 ONNX = "onnx"
 FORMATS = (TFLITE, ONNX)
-# float16: float16 weights. dynamic: int8 weights, activations quantized per call from their
-# own range, float32 between ops (float32's accuracy, measured; about 2x faster than float32 in
-# LiteRT on a CPU).
-# int8: full integer (weights and activations, ranges calibrated on --records), what integer-only
-# accelerators need; measured to lose PCK on hourglasses (the README, "TFLite and ONNX files").
+# What each does, and what it measured: convert_tflite.
 QUANTIZATIONS = ("float16", "dynamic", "int8")
 MODEL_FILES = {TFLITE: "model.tflite", ONNX: "model.onnx"}
 FORMAT_OF_SUFFIX = {".tflite": TFLITE, ".onnx": ONNX}
@@ -122,9 +118,11 @@ def convert_tflite(serving: ServingFunctions, quantize: str | None = None,
     Args:
         quantize: ``None`` (float32), ``"float16"`` (float16 weights, float32 compute on CPU),
             ``"dynamic"`` (int8 weights; each int8 op quantizes its input at run time from
-            that input's range and returns float32) or ``"int8"`` (post-training
-            full-integer quantization of the network, float32 input and output; needs
-            ``calibration``).
+            that input's range and returns float32: float32's PCK, measured, at about 2x
+            float32's speed in LiteRT on a CPU) or ``"int8"`` (post-training full-integer
+            quantization, float32 input and output; needs ``calibration``; what integer-only
+            accelerators need, measured to lose 2-12 PCK points on hourglasses, see the
+            README's "TFLite and ONNX files").
         calibration: int8 representative crops, from :func:`calibration_crops`.
     """
     function = network_function(serving)
